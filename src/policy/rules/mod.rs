@@ -1,0 +1,340 @@
+//! The rule catalogue applied to one key policy: each rule in its own file, all pure.
+
+mod admin_can_use;
+pub mod catalogue;
+mod cross_account;
+mod delegation;
+mod grant_escalation;
+mod invalid;
+mod key_state;
+mod no_admin;
+mod not_action;
+mod not_principal;
+mod public;
+mod wildcard_action;
+
+#[cfg(test)]
+mod test_support;
+
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+use super::document::{Policy, Statement};
+
+pub use key_state::{KeyFacts, evaluate_key, unreadable};
+pub use public::{Restriction, RestrictionClass, public_restrictions};
+
+/// Bumped whenever a rule changes meaning, so that stored policies are evaluated again.
+pub const RULESET_VERSION: u32 = 1;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// Lower-case name, as in JSON and exports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Rule identifiers; their strings are a public contract (API, exports, CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RuleId {
+    Delegation,
+    Public,
+    CrossAccount,
+    NoAdmin,
+    AdminCanUse,
+    WildcardAction,
+    NotPrincipal,
+    NotAction,
+    GrantEscalation,
+    Invalid,
+    Unreadable,
+    RotationDisabled,
+    PendingDeletion,
+}
+
+impl RuleId {
+    /// Every rule, in catalogue order.
+    pub const ALL: [RuleId; 13] = [
+        RuleId::Delegation,
+        RuleId::Public,
+        RuleId::CrossAccount,
+        RuleId::NoAdmin,
+        RuleId::AdminCanUse,
+        RuleId::WildcardAction,
+        RuleId::NotPrincipal,
+        RuleId::NotAction,
+        RuleId::GrantEscalation,
+        RuleId::Invalid,
+        RuleId::Unreadable,
+        RuleId::RotationDisabled,
+        RuleId::PendingDeletion,
+    ];
+
+    /// The public id, e.g. `KMS-DELEGATION`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delegation => "KMS-DELEGATION",
+            Self::Public => "KMS-PUBLIC",
+            Self::CrossAccount => "KMS-CROSS-ACCOUNT",
+            Self::NoAdmin => "KMS-NO-ADMIN",
+            Self::AdminCanUse => "KMS-ADMIN-CAN-USE",
+            Self::WildcardAction => "KMS-WILDCARD-ACTION",
+            Self::NotPrincipal => "KMS-NOT-PRINCIPAL",
+            Self::NotAction => "KMS-NOT-ACTION",
+            Self::GrantEscalation => "KMS-GRANT-ESCALATION",
+            Self::Invalid => "KMS-INVALID",
+            Self::Unreadable => "KMS-UNREADABLE",
+            Self::RotationDisabled => "KMS-ROTATION-DISABLED",
+            Self::PendingDeletion => "KMS-PENDING-DELETION",
+        }
+    }
+
+    /// The rule's catalogue entry.
+    pub fn info(self) -> &'static catalogue::RuleInfo {
+        catalogue::info(self)
+    }
+
+    /// The rule's severity.
+    pub fn severity(self) -> Severity {
+        self.info().severity
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RuleId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RuleId::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown rule id {s:?}"))
+    }
+}
+
+impl Serialize for RuleId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// One problem found in one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub rule_id: RuleId,
+    pub severity: Severity,
+    /// The statement the finding is about, when it is about one.
+    pub statement_index: Option<usize>,
+    pub sid: Option<String>,
+    /// One sentence for a human.
+    pub message: String,
+    /// Stable identity of the finding within its key (`sid:…`, `statement:N`, `principal:…`,
+    /// `key`), so a finding keeps its history while the policy is edited around it.
+    pub locator: String,
+}
+
+impl Finding {
+    /// A finding about one statement.
+    pub(crate) fn for_statement(
+        rule_id: RuleId,
+        policy: &Policy,
+        st: &Statement,
+        message: String,
+    ) -> Self {
+        Finding {
+            rule_id,
+            severity: rule_id.severity(),
+            statement_index: Some(st.index),
+            sid: st.sid.clone(),
+            message,
+            locator: statement_locator(policy, st),
+        }
+    }
+
+    /// A finding about the key or its policy as a whole.
+    pub(crate) fn for_key(rule_id: RuleId, message: String) -> Self {
+        Finding {
+            rule_id,
+            severity: rule_id.severity(),
+            statement_index: None,
+            sid: None,
+            message,
+            locator: "key".to_string(),
+        }
+    }
+}
+
+/// A Sid is the stable name of a statement when it is unique; otherwise only the position is.
+fn statement_locator(policy: &Policy, st: &Statement) -> String {
+    match &st.sid {
+        Some(sid)
+            if !sid.is_empty()
+                && policy
+                    .statements()
+                    .iter()
+                    .filter(|o| o.sid.as_deref() == Some(sid))
+                    .count()
+                    == 1 =>
+        {
+            format!("sid:{sid}")
+        }
+        _ => format!("statement:{}", st.index),
+    }
+}
+
+/// Who manages a key: customers may edit its policy, AWS-managed key policies are AWS's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum KeyManager {
+    #[default]
+    Customer,
+    Aws,
+}
+
+impl KeyManager {
+    /// As AWS spells it: `CUSTOMER` or `AWS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "CUSTOMER",
+            Self::Aws => "AWS",
+        }
+    }
+}
+
+impl FromStr for KeyManager {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "CUSTOMER" => Ok(Self::Customer),
+            "AWS" => Ok(Self::Aws),
+            _ => Err(format!("key manager must be CUSTOMER or AWS, not {s:?}")),
+        }
+    }
+}
+
+/// What the rules need to know besides the policy text.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalContext<'a> {
+    /// The account that owns the key.
+    pub account_id: &'a str,
+    pub key_manager: KeyManager,
+    /// External accounts the team trusts: they never raise KMS-CROSS-ACCOUNT.
+    pub trusted_accounts: &'a [String],
+}
+
+impl EvalContext<'_> {
+    fn is_trusted_or_own(&self, account: &str) -> bool {
+        account == self.account_id || self.trusted_accounts.iter().any(|t| t == account)
+    }
+}
+
+/// Evaluates policy text: an unparsable policy yields KMS-INVALID and nothing else.
+pub fn evaluate(text: &str, ctx: &EvalContext<'_>) -> Vec<Finding> {
+    match Policy::parse(text) {
+        Ok(policy) => evaluate_policy(&policy, ctx),
+        Err(err) => vec![invalid::finding(&err)],
+    }
+}
+
+/// Evaluates a parsed policy against every policy rule, in catalogue order.
+pub fn evaluate_policy(policy: &Policy, ctx: &EvalContext<'_>) -> Vec<Finding> {
+    // AWS writes and owns these policies: nothing in them can be remediated by the customer.
+    if ctx.key_manager == KeyManager::Aws {
+        return Vec::new();
+    }
+    let mut findings = Vec::new();
+    delegation::check(policy, ctx, &mut findings);
+    let public_statements = public::check(policy, ctx, &mut findings);
+    cross_account::check(policy, ctx, &public_statements, &mut findings);
+    no_admin::check(policy, ctx, &mut findings);
+    admin_can_use::check(policy, ctx, &mut findings);
+    wildcard_action::check(policy, ctx, &mut findings);
+    not_principal::check(policy, &mut findings);
+    not_action::check(policy, &mut findings);
+    grant_escalation::check(policy, &mut findings);
+    findings
+}
+
+/// The effective Allow statements: statements without a resource have no effect (RULES.md §1).
+pub(crate) fn effective_allows(policy: &Policy) -> impl Iterator<Item = &Statement> {
+    policy
+        .statements()
+        .iter()
+        .filter(|st| st.is_effective_allow())
+}
+
+/// `kms:PutKeyPolicy`: the action that makes a principal an administrator.
+pub const PUT_KEY_POLICY: &str = "kms:PutKeyPolicy";
+
+/// Key management actions (RULES.md §1 ADMIN).
+pub const ADMIN_ACTIONS: [&str; 14] = [
+    "kms:PutKeyPolicy",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+    "kms:DisableKey",
+    "kms:EnableKey",
+    "kms:DisableKeyRotation",
+    "kms:EnableKeyRotation",
+    "kms:UpdateKeyDescription",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:ImportKeyMaterial",
+    "kms:DeleteImportedKeyMaterial",
+    "kms:UpdatePrimaryRegion",
+    "kms:RotateKeyOnDemand",
+];
+
+/// Cryptographic operations (RULES.md §1 CRYPTO).
+pub const CRYPTO_ACTIONS: [&str; 13] = [
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:GenerateDataKeyPair",
+    "kms:GenerateDataKeyPairWithoutPlaintext",
+    "kms:Sign",
+    "kms:Verify",
+    "kms:GenerateMac",
+    "kms:VerifyMac",
+    "kms:DeriveSharedSecret",
+];
+
+/// A short human list of a statement's actions, for messages.
+pub(crate) fn describe_actions(st: &Statement) -> String {
+    let list = st.actions.patterns.join(", ");
+    if st.actions.negated {
+        format!("every action except {list}")
+    } else {
+        list
+    }
+}

@@ -1,0 +1,163 @@
+//! KMS-NO-ADMIN: nobody but the account root could manage the key once IAM delegation is gone.
+
+use super::{EvalContext, Finding, PUT_KEY_POLICY, RuleId, effective_allows};
+use crate::policy::document::Policy;
+use crate::policy::matching::is_iam_identity_of;
+
+/// The IAM users, roles and role sessions of `account_id` that the key policy itself allows
+/// `kms:PutKeyPolicy`, conditions ignored.
+pub fn administrators<'p>(policy: &'p Policy, account_id: &str) -> Vec<&'p str> {
+    let mut admins: Vec<&str> = Vec::new();
+    for st in effective_allows(policy) {
+        if st.principals.negated || !st.actions.grants(PUT_KEY_POLICY) {
+            continue;
+        }
+        for p in st.principals.aws() {
+            if is_iam_identity_of(p, account_id) && !admins.contains(&p) {
+                admins.push(p);
+            }
+        }
+    }
+    admins
+}
+
+pub(super) fn check(policy: &Policy, ctx: &EvalContext<'_>, out: &mut Vec<Finding>) {
+    if administrators(policy, ctx.account_id).is_empty() {
+        out.push(Finding::for_key(
+            RuleId::NoAdmin,
+            format!(
+                "No IAM user or role of account {} is allowed kms:PutKeyPolicy by the key policy itself, so removing IAM delegation would leave only the root user able to manage the key.",
+                ctx.account_id
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    const ADMIN: &str = r#"{"AWS":"arn:aws:iam::111122223333:role/KMSAdmin"}"#;
+
+    #[test]
+    fn who_counts_as_administrator() {
+        table(
+            RuleId::NoAdmin,
+            &[
+                (&allow(ADMIN, r#""kms:PutKeyPolicy""#, ""), false),
+                (&allow(ADMIN, r#""kms:Put*""#, ""), false),
+                (&allow(ADMIN, r#""kms:*""#, ""), false),
+                (&allow(ADMIN, r#""*""#, ""), false),
+                (&allow(ADMIN, r#""KMS:PUTKEYPOLICY""#, ""), false),
+                (
+                    r#"{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:role/KMSAdmin"},"NotAction":"kms:Decrypt","Resource":"*"}"#,
+                    false,
+                ),
+                (
+                    r#"{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:role/KMSAdmin"},"NotAction":"kms:Put*","Resource":"*"}"#,
+                    true,
+                ),
+                (
+                    &allow(
+                        r#"{"AWS":"arn:aws:iam::111122223333:user/alice"}"#,
+                        r#""kms:PutKeyPolicy""#,
+                        "",
+                    ),
+                    false,
+                ),
+                (
+                    &allow(
+                        r#"{"AWS":"arn:aws:sts::111122223333:assumed-role/Admin/s"}"#,
+                        r#""kms:PutKeyPolicy""#,
+                        "",
+                    ),
+                    false,
+                ),
+                (
+                    &allow(
+                        r#"{"AWS":"arn:aws-cn:iam::111122223333:role/Admin"}"#,
+                        r#""kms:PutKeyPolicy""#,
+                        "",
+                    ),
+                    false,
+                ),
+                // conditions on the admin statement are ignored
+                (
+                    &allow(
+                        ADMIN,
+                        r#""kms:*""#,
+                        r#"{"Bool":{"aws:MultiFactorAuthPresent":"true"}}"#,
+                    ),
+                    false,
+                ),
+                // these do not count
+                (&allow(ADMIN, r#""kms:Describe*""#, ""), true),
+                (
+                    &allow(
+                        r#"{"AWS":"arn:aws:iam::111122223333:root"}"#,
+                        r#""kms:*""#,
+                        "",
+                    ),
+                    true,
+                ),
+                (
+                    &allow(
+                        r#"{"AWS":"arn:aws:iam::111122223333:root"}"#,
+                        r#""kms:*""#,
+                        r#"{"StringEquals":{"aws:PrincipalType":"Account"}}"#,
+                    ),
+                    true,
+                ),
+                (&allow(r#"{"AWS":"111122223333"}"#, r#""kms:*""#, ""), true),
+                (&allow(r#""*""#, r#""kms:*""#, ""), true),
+                (
+                    &allow(
+                        r#"{"AWS":"arn:aws:iam::444455556666:role/KMSAdmin"}"#,
+                        r#""kms:*""#,
+                        "",
+                    ),
+                    true,
+                ),
+                (
+                    &allow(r#"{"Service":"ec2.amazonaws.com"}"#, r#""kms:*""#, ""),
+                    true,
+                ),
+                (
+                    &allow(
+                        r#"{"AWS":"arn:aws:iam::111122223333:group/Admins"}"#,
+                        r#""kms:*""#,
+                        "",
+                    ),
+                    true,
+                ),
+                (
+                    r#"{"Effect":"Allow","NotPrincipal":{"AWS":"arn:aws:iam::111122223333:role/X"},"Action":"kms:*","Resource":"*"}"#,
+                    true,
+                ),
+                (
+                    r#"{"Effect":"Deny","Principal":{"AWS":"arn:aws:iam::111122223333:role/KMSAdmin"},"Action":"kms:*","Resource":"*"}"#,
+                    true,
+                ),
+                // no Resource, no effect
+                (
+                    r#"{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:role/KMSAdmin"},"Action":"kms:*"}"#,
+                    true,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn the_default_policy_fires_delegation_and_no_admin() {
+        let text = policy(&allow(
+            r#"{"AWS":"arn:aws:iam::111122223333:root"}"#,
+            r#""kms:*""#,
+            "",
+        ));
+        let ids: Vec<_> = findings(&text).iter().map(|f| f.rule_id).collect();
+        assert_eq!(ids, vec![RuleId::Delegation, RuleId::NoAdmin]);
+        let f = &of_rule(&text, RuleId::NoAdmin)[0];
+        assert_eq!((f.statement_index, f.locator.as_str()), (None, "key"));
+    }
+}
