@@ -2,7 +2,9 @@
 //! right, so everything here is plain data in, plain data out.
 
 pub mod condition;
+pub mod diff;
 pub mod document;
+pub mod fix;
 pub mod matching;
 pub mod rules;
 

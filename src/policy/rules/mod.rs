@@ -22,7 +22,9 @@ use std::str::FromStr;
 
 use super::document::{Policy, Statement};
 
+pub use delegation::{delegates as delegation_of, names_account_principal};
 pub use key_state::{KeyFacts, evaluate_key, unreadable};
+pub use no_admin::administrators;
 pub use public::{Restriction, RestrictionClass, public_restrictions};
 
 /// Bumped whenever a rule changes meaning, so that stored policies are evaluated again.
