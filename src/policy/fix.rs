@@ -343,7 +343,7 @@ fn with_sid_first(st: Map<String, Value>, sid: &str) -> Map<String, Value> {
 fn unique_sid(base: &str, taken: &mut Vec<String>, own: Option<&str>) -> String {
     let mut candidate = base.to_string();
     let mut n = 2;
-    while taken.iter().any(|t| *t == candidate) && own != Some(candidate.as_str()) {
+    while taken.contains(&candidate) && own != Some(candidate.as_str()) {
         candidate = format!("{base}{n}");
         n += 1;
     }
