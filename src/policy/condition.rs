@@ -56,6 +56,20 @@ impl BaseOperator {
         )
     }
 
+    /// The string operators, positive or negated: the only ones that compare a value such as
+    /// `aws:PrincipalType` (RULES.md KMS-DELEGATION: other operators leave the set unchanged).
+    pub fn is_string_match(self) -> bool {
+        matches!(
+            self,
+            Self::StringEquals
+                | Self::StringNotEquals
+                | Self::StringEqualsIgnoreCase
+                | Self::StringNotEqualsIgnoreCase
+                | Self::StringLike
+                | Self::StringNotLike
+        )
+    }
+
     /// The negated string and ARN operators.
     pub fn is_negative_match(self) -> bool {
         matches!(
@@ -255,9 +269,14 @@ pub fn admitted_principal_types(
     let mut admitted = PrincipalType::ALL.to_vec();
     for entry in conditions {
         let base = entry.operator.base;
+        // An empty value list pins nothing; reading it as "matches nothing" would hide a grant.
+        if entry.values.is_empty() {
+            continue;
+        }
         match entry.key_lowercase.as_str() {
             // The key is always present, so set qualifiers and IfExists change nothing here.
-            "aws:principaltype" if base.is_positive_match() || base.is_negative_match() => {
+            // ARN operators do not compare plain strings such as "Account": they narrow nothing.
+            "aws:principaltype" if base.is_string_match() => {
                 let negative = base.is_negative_match();
                 admitted.retain(|t| base.compares_equal(&entry.values, t.as_str()) != negative);
             }
@@ -359,6 +378,15 @@ mod tests {
         assert_eq!(
             types(r#"{"StringEquals":{"aws:PrincipalType":"account"}}"#),
             Vec::<&str>::new()
+        );
+        // ARN operators do not compare principal types; an empty list pins nothing
+        assert_eq!(
+            types(r#"{"ArnEquals":{"aws:PrincipalType":"Account"}}"#),
+            vec!["Account", "User", "AssumedRole", "FederatedUser"]
+        );
+        assert_eq!(
+            types(r#"{"StringEquals":{"aws:PrincipalType":[]}}"#),
+            vec!["Account", "User", "AssumedRole", "FederatedUser"]
         );
         assert_eq!(
             types(r#"{"StringNotEquals":{"aws:PrincipalType":"Account"}}"#),

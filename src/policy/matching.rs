@@ -162,9 +162,10 @@ pub fn principal_account(value: &str) -> Option<&str> {
     }
 }
 
-/// True for an `AWS` principal entry that admits everyone: `*` or an ARN with a wildcard account.
+/// True for an `AWS` principal entry that admits everyone: `*` or an ARN with a wildcard account
+/// (`*` or `?`: either way the account is not pinned, and KMS-CROSS-ACCOUNT skips it).
 pub fn is_public_aws_principal(value: &str) -> bool {
-    value == "*" || Arn::parse(value).is_some_and(|arn| arn.account.contains('*'))
+    value == "*" || Arn::parse(value).is_some_and(|arn| has_wildcard(arn.account))
 }
 
 /// An IAM user, an IAM role or an STS assumed-role session of `account_id`: who can be an
@@ -283,6 +284,7 @@ mod tests {
         assert!(is_public_aws_principal("*"));
         assert!(is_public_aws_principal("arn:aws:iam::*:root"));
         assert!(is_public_aws_principal("arn:aws:iam::12345678901*:role/x"));
+        assert!(is_public_aws_principal("arn:aws:iam::11112222333?:root"));
         assert!(!is_public_aws_principal("arn:aws:iam::111122223333:role/*"));
     }
 

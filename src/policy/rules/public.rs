@@ -3,7 +3,7 @@
 use super::{EvalContext, Finding, RuleId, describe_actions, effective_allows};
 use crate::policy::condition::BaseOperator;
 use crate::policy::document::{Policy, Statement};
-use crate::policy::matching::{Arn, is_account_id, is_public_aws_principal};
+use crate::policy::matching::{Arn, has_wildcard, is_account_id, is_public_aws_principal};
 
 /// What kind of identity a restricting condition key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +53,15 @@ fn is_fixed(class: RestrictionClass, value: &str) -> bool {
         RestrictionClass::Arn => Arn::parse(value).is_some_and(|arn| is_account_id(arn.account)),
         RestrictionClass::OrgId => is_org_id(value),
         RestrictionClass::OrgPaths => value.split_once('/').is_some_and(|(org, _)| is_org_id(org)),
-        // A unique id with at most a trailing wildcard (`AROA…:*`) names one principal's sessions;
-        // a bare `*` names everyone.
-        RestrictionClass::UserId => {
-            let wildcards = value.matches(['*', '?']).count();
-            wildcards == 0 || (wildcards == 1 && value.len() > 1 && value.ends_with(['*', '?']))
-        }
+        // A unique id with at most a trailing wildcard for the session name (`AROA…:*`) names one
+        // principal's sessions; `*`, or a wildcard inside the id itself (`AROA*`: every role of
+        // every account), names everyone.
+        RestrictionClass::UserId => match value.strip_suffix(['*', '?']) {
+            None => !has_wildcard(value),
+            Some(prefix) => prefix
+                .strip_suffix(':')
+                .is_some_and(|id| !id.is_empty() && !has_wildcard(id)),
+        },
     }
 }
 
@@ -272,6 +275,9 @@ mod tests {
                     false,
                 ),
                 (&star(r#"{"StringLike":{"aws:userid":"AROA*:*"}}"#), true),
+                // a wildcard inside the unique id admits every role of every account
+                (&star(r#"{"StringLike":{"aws:userid":"AROA*"}}"#), true),
+                (&star(r#"{"StringLike":{"aws:userid":":*"}}"#), true),
                 (&star(r#"{"StringLike":{"aws:userid":"*"}}"#), true),
                 (
                     &star(r#"{"StringEquals":{"aws:userid":"AIDAEXAMPLE"}}"#),

@@ -4,8 +4,6 @@ use super::{EvalContext, Finding, KeyManager, RuleId, evaluate};
 
 /// The key's account in every table test.
 pub const ACCOUNT: &str = "111122223333";
-/// Its root principal.
-pub const ROOT: &str = "arn:aws:iam::111122223333:root";
 
 /// A policy holding the given statements (JSON objects separated by commas).
 pub fn policy(statements: &str) -> String {
