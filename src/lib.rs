@@ -1,3 +1,13 @@
-//! Keyward keeps IAM out of AWS KMS keys: it audits key policies and fixes IAM delegation.
+//! Keyward keeps IAM out of AWS KMS keys: it syncs key policies from many accounts, evaluates
+//! them, reports, and fixes IAM delegation behind approvals.
 
+pub mod aws;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod metrics;
 pub mod policy;
+pub mod report;
+pub mod store;
+pub mod sync;
+pub mod web;

@@ -1,0 +1,70 @@
+//! `keyward serve`: the HTTP server and the periodic sync in one process.
+
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+use super::{CliError, Exit, ServeArgs, runtime};
+use crate::metrics::Metrics;
+use crate::sync::{resolve_targets, run_scheduler};
+use crate::web::{AppState, build_app, serve};
+
+/// Runs `keyward serve` until SIGINT/SIGTERM.
+pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
+    let config = runtime::load_config(args.config.as_deref())?;
+    runtime::init_logging(config.log_format);
+    let rt = runtime::runtime()?;
+    rt.block_on(async {
+        let store = runtime::open_store(&config).await?;
+        let metrics = Arc::new(Metrics::new());
+        if let Ok(stats) = store.stats().await {
+            metrics.set_stats(&stats);
+        }
+        let (service, connector) = runtime::sync_service(&config, store.clone(), metrics.clone());
+        let targets = resolve_targets(&config, connector.as_ref())
+            .await
+            .map_err(|e| CliError::Aws(e.to_string()))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
+        let bound = listener.local_addr().map_err(CliError::Output)?;
+        // Said on stderr even without logging so scripts (and tests binding port 0) can find it.
+        eprintln!("keyward: listening on http://{bound}");
+        tracing::info!(listen = %bound, accounts = targets.len(), "keyward serving");
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let scheduler = tokio::spawn(run_scheduler(service, targets, config.sync.interval, rx));
+        let app = build_app(AppState { store, metrics });
+        let served = serve(listener, app, async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = tx.send(true);
+        })
+        .await;
+        if scheduler.await.is_err() {
+            tracing::error!("the sync scheduler panicked");
+        }
+        served.map_err(CliError::Output)?;
+        Ok(Exit::Clean)
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,714 @@
+//! The Postgres store: for teams and for several `keyward serve` replicas on one database, which
+//! share the work through lease rows claimed with `FOR UPDATE SKIP LOCKED`.
+
+use super::common::{
+    ExistingFinding, Tx, count, db_err, from_json, listed, migrate_err, plan_findings, run_status,
+    to_i64, to_json,
+};
+use super::{
+    AccountRow, FindingRow, KeyFingerprint, KeyRecord, KeyRow, KeyUpdate, PolicyState,
+    PolicyVersionRow, RegionSync, RegionSyncOutcome, Store, StoreError, StoreResult, StoreStats,
+    SyncRunFinish, SyncRunRow,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The embedded Postgres migrations.
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Enough for the sync's default concurrency of 16 plus the web server's reads.
+const MAX_CONNECTIONS: u32 = 24;
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// SQLSTATE invalid_catalog_name: the database named in the URL does not exist.
+const NO_SUCH_DATABASE: &str = "3D000";
+/// SQLSTATE duplicate_database: another replica created it first.
+const DUPLICATE_DATABASE: &str = "42P04";
+
+/// [`Store`] on a Postgres database.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn get<'r, T>(row: &'r PgRow, column: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(column).map_err(db_err)
+}
+
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database a `postgres:` URL names, creating the database if missing.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(db_err)?;
+        let pool_options = || {
+            PgPoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+        };
+        let pool = match pool_options().connect_with(options.clone()).await {
+            Ok(pool) => pool,
+            Err(err) if sqlstate(&err).as_deref() == Some(NO_SUCH_DATABASE) => {
+                match Postgres::create_database(url).await {
+                    Ok(()) => {}
+                    Err(err) if sqlstate(&err).as_deref() == Some(DUPLICATE_DATABASE) => {}
+                    Err(err) => return Err(db_err(err)),
+                }
+                pool_options().connect_with(options).await.map_err(db_err)?
+            }
+            Err(err) => return Err(db_err(err)),
+        };
+        Ok(Self { pool })
+    }
+}
+
+const KEY_COLUMNS: &str = "k.arn, k.account_id, k.region, k.key_id, k.description, \
+    k.key_manager, k.key_state, k.key_spec, k.key_usage, k.origin, k.multi_region, \
+    k.creation_date, k.deletion_date, k.rotation_enabled, k.aliases, k.tags::text AS tags, \
+    k.grants::text AS grants, k.policy_sha256, k.policy_error, k.remediable, k.first_seen, \
+    k.last_seen, k.deleted_at, \
+    (SELECT COUNT(*) FROM findings f WHERE f.key_arn = k.arn AND f.status = 'open') \
+    AS open_findings";
+
+fn key_row(row: &PgRow) -> StoreResult<KeyRow> {
+    Ok(KeyRow {
+        key: KeyRecord {
+            arn: get(row, "arn")?,
+            account_id: get(row, "account_id")?,
+            region: get(row, "region")?,
+            key_id: get(row, "key_id")?,
+            description: get(row, "description")?,
+            key_manager: get(row, "key_manager")?,
+            key_state: get(row, "key_state")?,
+            key_spec: get(row, "key_spec")?,
+            key_usage: get(row, "key_usage")?,
+            origin: get(row, "origin")?,
+            multi_region: get(row, "multi_region")?,
+            creation_date: get(row, "creation_date")?,
+            deletion_date: get(row, "deletion_date")?,
+            rotation_enabled: get(row, "rotation_enabled")?,
+            aliases: get(row, "aliases")?,
+            tags: from_json("tags", &get::<String>(row, "tags")?)?,
+            grants: from_json("grants", &get::<String>(row, "grants")?)?,
+        },
+        policy_sha256: get(row, "policy_sha256")?,
+        policy_error: get(row, "policy_error")?,
+        remediable: get(row, "remediable")?,
+        open_findings: count("open_findings", get(row, "open_findings")?)?,
+        first_seen: get(row, "first_seen")?,
+        last_seen: get(row, "last_seen")?,
+        deleted_at: get(row, "deleted_at")?,
+    })
+}
+
+const RUN_COLUMNS: &str = "id, account_id, region, started_at, finished_at, status, keys_seen, \
+    keys_changed, policy_versions_added, findings_opened, findings_resolved, keys_deleted, error";
+
+fn run_row(row: &PgRow) -> StoreResult<SyncRunRow> {
+    let n = |column: &str| -> StoreResult<u64> { count(column, get(row, column)?) };
+    Ok(SyncRunRow {
+        id: get(row, "id")?,
+        account_id: get(row, "account_id")?,
+        region: get(row, "region")?,
+        started_at: get(row, "started_at")?,
+        finished_at: get(row, "finished_at")?,
+        status: get(row, "status")?,
+        keys_seen: n("keys_seen")?,
+        keys_changed: n("keys_changed")?,
+        policy_versions_added: n("policy_versions_added")?,
+        findings_opened: n("findings_opened")?,
+        findings_resolved: n("findings_resolved")?,
+        keys_deleted: n("keys_deleted")?,
+        error: get(row, "error")?,
+    })
+}
+
+/// Writes one changed key: its row, its policy version, its reconciled findings.
+async fn apply_key_update(
+    conn: &mut PgConnection,
+    update: &KeyUpdate,
+    now: DateTime<Utc>,
+    outcome: &mut RegionSyncOutcome,
+) -> StoreResult<()> {
+    let key = &update.key;
+    let (policy_sha256, policy_error) = match &update.policy {
+        PolicyState::Readable { sha256, .. } => (Some(sha256.as_str()), None),
+        PolicyState::Unreadable { reason } => (None, Some(reason.as_str())),
+    };
+    // An unreadable policy keeps the last readable hash: the history stays anchored, and
+    // policy_error says the hash may be stale.
+    sqlx::query(
+        "INSERT INTO keys (arn, account_id, region, key_id, description, key_manager, key_state, \
+             key_spec, key_usage, origin, multi_region, creation_date, deletion_date, \
+             rotation_enabled, aliases, tags, grants, fingerprint, evaluation, policy_sha256, \
+             policy_error, remediable, first_seen, last_seen, deleted_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb, \
+             $17::jsonb, $18, $19, $20, $21, $22, $23, $23, NULL) \
+         ON CONFLICT (arn) DO UPDATE SET account_id = excluded.account_id, \
+             region = excluded.region, key_id = excluded.key_id, \
+             description = excluded.description, key_manager = excluded.key_manager, \
+             key_state = excluded.key_state, key_spec = excluded.key_spec, \
+             key_usage = excluded.key_usage, origin = excluded.origin, \
+             multi_region = excluded.multi_region, creation_date = excluded.creation_date, \
+             deletion_date = excluded.deletion_date, \
+             rotation_enabled = excluded.rotation_enabled, aliases = excluded.aliases, \
+             tags = excluded.tags, grants = excluded.grants, fingerprint = excluded.fingerprint, \
+             evaluation = excluded.evaluation, \
+             policy_sha256 = COALESCE(excluded.policy_sha256, keys.policy_sha256), \
+             policy_error = excluded.policy_error, remediable = excluded.remediable, \
+             last_seen = excluded.last_seen, deleted_at = NULL",
+    )
+    .bind(&key.arn)
+    .bind(&key.account_id)
+    .bind(&key.region)
+    .bind(&key.key_id)
+    .bind(&key.description)
+    .bind(&key.key_manager)
+    .bind(&key.key_state)
+    .bind(&key.key_spec)
+    .bind(&key.key_usage)
+    .bind(&key.origin)
+    .bind(key.multi_region)
+    .bind(key.creation_date)
+    .bind(key.deletion_date)
+    .bind(key.rotation_enabled)
+    .bind(&key.aliases)
+    .bind(to_json(&key.tags)?)
+    .bind(to_json(&key.grants)?)
+    .bind(&update.fingerprint)
+    .bind(&update.evaluation)
+    .bind(policy_sha256)
+    .bind(policy_error)
+    .bind(update.remediable)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+
+    if let PolicyState::Readable { text, sha256 } = &update.policy {
+        let current: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, sha256 FROM policy_versions WHERE key_arn = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&key.arn)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        match current {
+            Some((id, current_sha)) if current_sha == *sha256 => {
+                sqlx::query("UPDATE policy_versions SET last_seen = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+            }
+            _ => {
+                sqlx::query(
+                    "INSERT INTO policy_versions (key_arn, sha256, text, first_seen, last_seen) \
+                     VALUES ($1, $2, $3, $4, $4)",
+                )
+                .bind(&key.arn)
+                .bind(sha256)
+                .bind(text)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+                outcome.policy_versions_added += 1;
+            }
+        }
+    }
+
+    let existing: Vec<ExistingFinding> =
+        sqlx::query("SELECT id, rule_id, locator, status FROM findings WHERE key_arn = $1")
+            .bind(&key.arn)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|row| {
+                Ok(ExistingFinding {
+                    id: get(row, "id")?,
+                    rule_id: get(row, "rule_id")?,
+                    locator: get(row, "locator")?,
+                    status: get(row, "status")?,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+    let plan = plan_findings(&existing, &update.findings);
+    if !plan.resolve.is_empty() {
+        let resolved = sqlx::query(
+            "UPDATE findings SET status = 'resolved', resolved_at = $1 \
+             WHERE status = 'open' AND id = ANY($2)",
+        )
+        .bind(now)
+        .bind(&plan.resolve)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        outcome.findings_resolved += resolved.rows_affected();
+    }
+    for finding in &plan.upsert {
+        sqlx::query(
+            "INSERT INTO findings (key_arn, rule_id, locator, severity, status, statement_index, \
+                 sid, message, policy_sha256, first_seen, last_seen, resolved_at) \
+             VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $9, NULL) \
+             ON CONFLICT (key_arn, rule_id, locator) DO UPDATE SET \
+                 severity = excluded.severity, status = 'open', \
+                 statement_index = excluded.statement_index, sid = excluded.sid, \
+                 message = excluded.message, policy_sha256 = excluded.policy_sha256, \
+                 last_seen = excluded.last_seen, resolved_at = NULL",
+        )
+        .bind(&key.arn)
+        .bind(&finding.rule_id)
+        .bind(&finding.locator)
+        .bind(&finding.severity)
+        .bind(finding.statement_index)
+        .bind(&finding.sid)
+        .bind(&finding.message)
+        .bind(policy_sha256)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    outcome.findings_opened += plan.opened;
+    Ok(())
+}
+
+/// Applies one account·region's sync inside the caller's transaction.
+async fn apply_region(
+    conn: &mut PgConnection,
+    sync: &RegionSync,
+) -> StoreResult<RegionSyncOutcome> {
+    let now = sync.now;
+    let listed = listed(sync);
+    let mut outcome = RegionSyncOutcome {
+        keys_changed: u64::try_from(sync.updates.len()).unwrap_or(u64::MAX),
+        ..RegionSyncOutcome::default()
+    };
+    for update in &sync.updates {
+        apply_key_update(&mut *conn, update, now, &mut outcome).await?;
+    }
+    // Unchanged keys: one batched stamp, nothing else.
+    if !listed.stamp.is_empty() {
+        sqlx::query(
+            "UPDATE keys SET last_seen = $1 WHERE account_id = $2 AND region = $3 \
+             AND deleted_at IS NULL AND arn = ANY($4)",
+        )
+        .bind(now)
+        .bind(&sync.account_id)
+        .bind(&sync.region)
+        .bind(&listed.stamp)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    if sync.listing_complete {
+        let resolved = sqlx::query(
+            "UPDATE findings SET status = 'resolved', resolved_at = $1 \
+             WHERE status = 'open' AND key_arn IN (SELECT arn FROM keys \
+                 WHERE account_id = $2 AND region = $3 AND deleted_at IS NULL \
+                 AND NOT (arn = ANY($4)))",
+        )
+        .bind(now)
+        .bind(&sync.account_id)
+        .bind(&sync.region)
+        .bind(&listed.present)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        outcome.findings_resolved += resolved.rows_affected();
+        let deleted = sqlx::query(
+            "UPDATE keys SET deleted_at = $1 WHERE account_id = $2 AND region = $3 \
+             AND deleted_at IS NULL AND NOT (arn = ANY($4))",
+        )
+        .bind(now)
+        .bind(&sync.account_id)
+        .bind(&sync.region)
+        .bind(&listed.present)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        outcome.keys_deleted = deleted.rows_affected();
+    }
+    Ok(outcome)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.pool).await.map_err(migrate_err)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn upsert_accounts(&self, accounts: &[AccountRow]) -> StoreResult<()> {
+        let mut tx = Tx::<Postgres>::begin(&self.pool, "BEGIN").await?;
+        let result = async {
+            for account in accounts {
+                sqlx::query(
+                    "INSERT INTO accounts (id, name, regions) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                         regions = excluded.regions",
+                )
+                .bind(&account.id)
+                .bind(&account.name)
+                .bind(&account.regions)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            Ok(())
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn list_accounts(&self) -> StoreResult<Vec<AccountRow>> {
+        sqlx::query("SELECT id, name, regions FROM accounts ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|row| {
+                Ok(AccountRow {
+                    id: get(row, "id")?,
+                    name: get(row, "name")?,
+                    regions: get(row, "regions")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn key_fingerprints(
+        &self,
+        account_id: &str,
+        region: &str,
+    ) -> StoreResult<Vec<KeyFingerprint>> {
+        sqlx::query(
+            "SELECT arn, fingerprint, policy_sha256, policy_error, evaluation FROM keys \
+             WHERE account_id = $1 AND region = $2 AND deleted_at IS NULL ORDER BY arn",
+        )
+        .bind(account_id)
+        .bind(region)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|row| {
+            Ok(KeyFingerprint {
+                arn: get(row, "arn")?,
+                fingerprint: get(row, "fingerprint")?,
+                policy_sha256: get(row, "policy_sha256")?,
+                policy_error: get(row, "policy_error")?,
+                evaluation: get(row, "evaluation")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn apply_region_sync(&self, sync: &RegionSync) -> StoreResult<RegionSyncOutcome> {
+        let mut tx = Tx::<Postgres>::begin(&self.pool, "BEGIN").await?;
+        let result = apply_region(&mut tx, sync).await;
+        tx.finish(result).await
+    }
+
+    async fn start_sync_run(
+        &self,
+        account_id: &str,
+        region: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO sync_runs (account_id, region, started_at, status) \
+             VALUES ($1, $2, $3, 'running') RETURNING id",
+        )
+        .bind(account_id)
+        .bind(region)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn finish_sync_run(&self, id: i64, finish: &SyncRunFinish) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE sync_runs SET finished_at = $2, status = $3, keys_seen = $4, \
+                 keys_changed = $5, policy_versions_added = $6, findings_opened = $7, \
+                 findings_resolved = $8, keys_deleted = $9, error = $10 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(finish.finished_at)
+        .bind(run_status(finish.error.as_deref()))
+        .bind(to_i64(finish.keys_seen))
+        .bind(to_i64(finish.outcome.keys_changed))
+        .bind(to_i64(finish.outcome.policy_versions_added))
+        .bind(to_i64(finish.outcome.findings_opened))
+        .bind(to_i64(finish.outcome.findings_resolved))
+        .bind(to_i64(finish.outcome.keys_deleted))
+        .bind(&finish.error)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("sync run {id}")));
+        }
+        Ok(())
+    }
+
+    async fn recent_sync_runs(&self, limit: u32) -> StoreResult<Vec<SyncRunRow>> {
+        sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM sync_runs ORDER BY id DESC LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(run_row)
+        .collect()
+    }
+
+    async fn latest_sync_runs(&self) -> StoreResult<Vec<SyncRunRow>> {
+        sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM sync_runs WHERE id IN \
+                 (SELECT MAX(id) FROM sync_runs GROUP BY account_id, region) \
+             ORDER BY account_id, region"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(run_row)
+        .collect()
+    }
+
+    async fn claim_region(
+        &self,
+        account_id: &str,
+        region: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        due_before: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = Tx::<Postgres>::begin(&self.pool, "BEGIN").await?;
+        let result = async {
+            // A concurrent inserter of the same row makes this wait for its commit; afterwards
+            // the row exists for everyone.
+            sqlx::query(
+                "INSERT INTO sync_leases (account_id, region) VALUES ($1, $2) \
+                 ON CONFLICT (account_id, region) DO NOTHING",
+            )
+            .bind(account_id)
+            .bind(region)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            // A row another replica is claiming right now is skipped, not waited for: it loses.
+            let claimable: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM sync_leases WHERE account_id = $1 AND region = $2 \
+                 AND (owner IS NULL OR owner = $3 OR lease_until IS NULL OR lease_until <= $4) \
+                 AND (last_finished_at IS NULL OR last_finished_at < $5) \
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(account_id)
+            .bind(region)
+            .bind(owner)
+            .bind(now)
+            .bind(due_before)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if claimable.is_none() {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE sync_leases SET owner = $3, lease_until = $4 \
+                 WHERE account_id = $1 AND region = $2",
+            )
+            .bind(account_id)
+            .bind(region)
+            .bind(owner)
+            .bind(lease_until)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok(true)
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn release_region(
+        &self,
+        account_id: &str,
+        region: &str,
+        owner: &str,
+        finished_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sync_leases SET owner = NULL, lease_until = NULL, \
+                 last_finished_at = COALESCE($4, last_finished_at) \
+             WHERE account_id = $1 AND region = $2 AND owner = $3",
+        )
+        .bind(account_id)
+        .bind(region)
+        .bind(owner)
+        .bind(finished_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn list_keys(&self, include_deleted: bool) -> StoreResult<Vec<KeyRow>> {
+        sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys k WHERE $1 OR k.deleted_at IS NULL \
+             ORDER BY k.deleted_at IS NOT NULL, k.arn"
+        ))
+        .bind(include_deleted)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(key_row)
+        .collect()
+    }
+
+    async fn list_findings(&self, include_resolved: bool) -> StoreResult<Vec<FindingRow>> {
+        sqlx::query(
+            "SELECT f.id, f.key_arn, k.account_id, k.region, f.rule_id, f.locator, f.severity, \
+                 f.status, f.statement_index, f.sid, f.message, f.policy_sha256, f.first_seen, \
+                 f.last_seen, f.resolved_at, k.last_seen AS key_last_seen, \
+                 k.deleted_at AS key_deleted_at \
+             FROM findings f JOIN keys k ON k.arn = f.key_arn \
+             WHERE $1 OR f.status = 'open' \
+             ORDER BY f.key_arn, f.rule_id, f.locator",
+        )
+        .bind(include_resolved)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|row| {
+            let status: String = get(row, "status")?;
+            let mut last_seen: DateTime<Utc> = get(row, "last_seen")?;
+            let key_deleted_at: Option<DateTime<Utc>> = get(row, "key_deleted_at")?;
+            // An unchanged re-sync stamps only the key; the finding is as fresh as its key.
+            if status == "open" && key_deleted_at.is_none() {
+                last_seen = last_seen.max(get(row, "key_last_seen")?);
+            }
+            Ok(FindingRow {
+                id: get(row, "id")?,
+                key_arn: get(row, "key_arn")?,
+                account_id: get(row, "account_id")?,
+                region: get(row, "region")?,
+                rule_id: get(row, "rule_id")?,
+                locator: get(row, "locator")?,
+                severity: get(row, "severity")?,
+                status,
+                statement_index: get(row, "statement_index")?,
+                sid: get(row, "sid")?,
+                message: get(row, "message")?,
+                policy_sha256: get(row, "policy_sha256")?,
+                first_seen: get(row, "first_seen")?,
+                last_seen,
+                resolved_at: get(row, "resolved_at")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn policy_versions(&self, key_arn: &str) -> StoreResult<Vec<PolicyVersionRow>> {
+        sqlx::query(
+            "SELECT id, key_arn, sha256, text, first_seen, last_seen FROM policy_versions \
+             WHERE key_arn = $1 ORDER BY id",
+        )
+        .bind(key_arn)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|row| {
+            Ok(PolicyVersionRow {
+                id: get(row, "id")?,
+                key_arn: get(row, "key_arn")?,
+                sha256: get(row, "sha256")?,
+                text: get(row, "text")?,
+                first_seen: get(row, "first_seen")?,
+                last_seen: get(row, "last_seen")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        // One snapshot, so the three counts agree with each other.
+        let mut tx = Tx::<Postgres>::begin(
+            &self.pool,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        )
+        .await?;
+        let result = async {
+            let live: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE deleted_at IS NULL")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            let noncompliant: i64 = sqlx::query_scalar(
+                "SELECT COUNT(DISTINCT f.key_arn) FROM findings f JOIN keys k ON k.arn = f.key_arn \
+             WHERE f.status = 'open' AND k.deleted_at IS NULL",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let open_findings = sqlx::query(
+                "SELECT f.rule_id, f.severity, COUNT(*) AS n FROM findings f \
+             JOIN keys k ON k.arn = f.key_arn \
+             WHERE f.status = 'open' AND k.deleted_at IS NULL \
+             GROUP BY f.rule_id, f.severity ORDER BY f.rule_id, f.severity",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|row| {
+                Ok((
+                    get(row, "rule_id")?,
+                    get(row, "severity")?,
+                    count("n", get(row, "n")?)?,
+                ))
+            })
+            .collect::<StoreResult<_>>()?;
+            Ok(StoreStats {
+                keys_compliant: count("keys", live - noncompliant)?,
+                keys_noncompliant: count("keys", noncompliant)?,
+                open_findings,
+            })
+        }
+        .await;
+        tx.finish(result).await
+    }
+}

@@ -1,0 +1,275 @@
+//! The online commands through the real binary: `sync --once`, `export`, `migrate` and `serve`,
+//! against moto on loopback and a SQLite file.
+
+#[path = "support/moto.rs"]
+mod moto;
+
+use moto::{Moto, default_policy, seed_key};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn keyward() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    c.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env_remove("KEYWARD_DATABASE_URL")
+        .env_remove("KEYWARD_LISTEN")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn write_config(dir: &Path, moto: &Moto, accounts: &[(&str, &str)], extra: &str) -> PathBuf {
+    let mut text = format!(
+        "database_url = \"sqlite://{}\"\nlisten = \"127.0.0.1:0\"\n{extra}\n[aws]\nendpoint_url = \"{}\"\n",
+        dir.join("keyward.db").display(),
+        moto.endpoint()
+    );
+    for (id, role_account) in accounts {
+        text.push_str(&format!(
+            "[[accounts]]\nid = \"{id}\"\nname = \"team-{id}\"\nrole_arn = \"{}\"\nregions = [\"us-east-1\"]\n",
+            Moto::role_arn(role_account)
+        ));
+    }
+    let path = dir.join("keyward.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run keyward")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_once_then_export_matches_aws() {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let key = seed_key(&kms, &default_policy(&account), "default").await;
+    kms.create_alias()
+        .alias_name("alias/app")
+        .target_key_id(&key.key_id)
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), moto, &[(&account, &account)], "");
+
+    let out = run(keyward().args(["migrate", "--config"]).arg(&config));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = run(keyward().args(["sync", "--once", "--config"]).arg(&config));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{account} us-east-1: ok: 1 keys, 1 changed, 1 new policy versions"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 account·regions synced, 0 failed"),
+        "{stdout}"
+    );
+
+    let out = run(keyward()
+        .args(["export", "--format", "json", "--config"])
+        .arg(&config));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["arn"], key.arn.as_str());
+    assert_eq!(keys[0]["aliases"], serde_json::json!(["alias/app"]));
+    assert_eq!(keys[0]["key_manager"], "CUSTOMER");
+    assert_eq!(keys[0]["compliant"], false);
+    let rules: Vec<&str> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        vec!["KMS-DELEGATION", "KMS-NO-ADMIN", "KMS-ROTATION-DISABLED"]
+    );
+    for field in [
+        "key_arn",
+        "account_id",
+        "region",
+        "severity",
+        "status",
+        "first_seen",
+        "last_seen",
+        "policy_sha256",
+        "message",
+    ] {
+        assert!(doc["findings"][0].get(field).is_some(), "{field}");
+    }
+    assert!(doc["generated_at"].is_string());
+
+    // --out writes the same document to a file
+    let file = dir.path().join("export.json");
+    let out = run(keyward()
+        .args(["export", "--format", "json", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&file));
+    assert!(out.status.success());
+    let from_file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(from_file["keys"], doc["keys"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_account_makes_sync_exit_1() {
+    let moto = Moto::start();
+    let good = moto.fresh_account();
+    let other = moto.fresh_account();
+    let dir = tempfile::tempdir().unwrap();
+    // the second account's role is in the first account: its credentials reach the wrong account
+    let config = write_config(dir.path(), moto, &[(&good, &good), (&other, &good)], "");
+    let out = run(keyward().args(["sync", "--once", "--config"]).arg(&config));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{other} us-east-1: FAILED")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{good} us-east-1: ok")),
+        "{stdout}"
+    );
+    // --account limits the pass to one account
+    let out = run(keyward()
+        .args(["sync", "--once", "--account", &good, "--config"])
+        .arg(&config));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+#[test]
+fn invalid_configuration_names_the_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.toml");
+    std::fs::write(&path, "[sync]\ninterval = \"often\"\n").unwrap();
+    let out = run(keyward().args(["sync", "--once", "--config"]).arg(&path));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("interval"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(keyward().args(["migrate", "--config", "/nonexistent/keyward.toml"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("does not exist"));
+    let out = run(keyward().args(["sync", "--account", "111122223333"]));
+    assert_eq!(out.status.code(), Some(2), "--account needs --once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_health_ready_and_metrics_then_stops_on_sigterm() {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    seed_key(&kms, &default_policy(&account), "default").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), moto, &[(&account, &account)], "");
+    let mut child = keyward()
+        .env("RUST_LOG", "keyward=debug,info")
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let base = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited early"
+        );
+        if let Some(url) = line.trim().strip_prefix("keyward: listening on ") {
+            break url.to_string();
+        }
+    };
+    // keep draining stderr so the server never blocks on a full pipe
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    // the first pass runs at start; readyz shows it once it finished
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        let r: serde_json::Value = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["last_sync"]
+            .as_array()
+            .is_some_and(|runs| runs.iter().any(|run| run["status"] == "succeeded"))
+        {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no successful sync in time: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ready["database"], "ok");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("keyward_keys{compliant=\"false\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keyward_open_findings{rule=\"KMS-DELEGATION\",severity=\"high\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keyward_aws_calls_total{operation=\"GetKeyPolicy\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keyward_sync_duration_seconds_count"),
+        "{metrics}"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "serve exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

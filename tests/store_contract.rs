@@ -1,0 +1,1345 @@
+//! The storage contract: one suite over `&dyn Store`, run on SQLite always and on Postgres when
+//! `KEYWARD_TEST_POSTGRES_URL` is set (each test on a database of its own).
+
+#[path = "support/db.rs"]
+mod db;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use keyward::store::{
+    AccountRow, FindingRow, GrantRecord, KeyRecord, KeyUpdate, NewFinding, PolicyState, RegionSync,
+    RegionSyncOutcome, Store, StoreError, StoreStats, SyncRunFinish,
+};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const ACCOUNT: &str = "111122223333";
+const REGION: &str = "eu-west-1";
+
+/// A fixed instant plus `secs`; whole seconds unless a test needs sub-second precision.
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + secs, 0)
+        .single()
+        .expect("valid time")
+}
+
+fn arn_in(region: &str, id: &str) -> String {
+    format!("arn:aws:kms:{region}:{ACCOUNT}:key/{id}")
+}
+
+fn key_in(region: &str, id: &str) -> KeyRecord {
+    KeyRecord {
+        arn: arn_in(region, id),
+        account_id: ACCOUNT.into(),
+        region: region.into(),
+        key_id: id.into(),
+        description: format!("key {id}"),
+        key_manager: "CUSTOMER".into(),
+        key_state: "Enabled".into(),
+        key_spec: "SYMMETRIC_DEFAULT".into(),
+        key_usage: "ENCRYPT_DECRYPT".into(),
+        origin: "AWS_KMS".into(),
+        multi_region: false,
+        creation_date: Some(
+            Utc.timestamp_opt(1_600_000_000, 123_456_000)
+                .single()
+                .expect("valid time"),
+        ),
+        deletion_date: None,
+        rotation_enabled: Some(true),
+        aliases: vec![format!("alias/{id}"), format!("alias/{id}-2")],
+        tags: BTreeMap::from([
+            ("team".to_string(), "payments".to_string()),
+            ("env".to_string(), "prod".to_string()),
+        ]),
+        grants: vec![GrantRecord {
+            grant_id: "g1".into(),
+            name: Some("ebs".into()),
+            grantee_principal: Some("arn:aws:iam::111122223333:role/app".into()),
+            retiring_principal: None,
+            issuing_account: Some(format!("arn:aws:iam::{ACCOUNT}:root")),
+            operations: vec!["Decrypt".into(), "Encrypt".into()],
+        }],
+    }
+}
+
+fn key(id: &str) -> KeyRecord {
+    key_in(REGION, id)
+}
+
+fn readable(text: &str) -> PolicyState {
+    PolicyState::Readable {
+        text: text.into(),
+        sha256: sha(text),
+    }
+}
+
+fn sha(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn finding(rule: &str, locator: &str) -> NewFinding {
+    NewFinding {
+        rule_id: rule.into(),
+        locator: locator.into(),
+        severity: "high".into(),
+        statement_index: Some(0),
+        sid: Some("Enable IAM User Permissions".into()),
+        message: format!("{rule} fires at {locator}"),
+    }
+}
+
+fn update(key: KeyRecord, policy: PolicyState, findings: Vec<NewFinding>) -> KeyUpdate {
+    KeyUpdate {
+        fingerprint: format!("fp-{}", key.key_id),
+        key,
+        policy,
+        evaluation: "rules-1".into(),
+        findings,
+        remediable: true,
+    }
+}
+
+fn region_sync(
+    now: DateTime<Utc>,
+    listed: &[String],
+    complete: bool,
+    updates: Vec<KeyUpdate>,
+) -> RegionSync {
+    RegionSync {
+        account_id: ACCOUNT.into(),
+        region: REGION.into(),
+        now,
+        listed: listed.to_vec(),
+        listing_complete: complete,
+        updates,
+    }
+}
+
+async fn findings_of(store: &dyn Store, key_arn: &str) -> Vec<FindingRow> {
+    store
+        .list_findings(true)
+        .await
+        .expect("list findings")
+        .into_iter()
+        .filter(|f| f.key_arn == key_arn)
+        .collect()
+}
+
+fn by_rule<'a>(findings: &'a [FindingRow], rule: &str) -> &'a FindingRow {
+    findings
+        .iter()
+        .find(|f| f.rule_id == rule)
+        .unwrap_or_else(|| panic!("no {rule} finding in {findings:#?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn migrations_are_idempotent(store: &dyn Store) {
+    store.migrate().await.expect("second migration run");
+    store.migrate().await.expect("third migration run");
+    store.ping().await.expect("ping");
+    assert!(store.list_keys(true).await.expect("keys").is_empty());
+}
+
+async fn accounts_upsert_by_id(store: &dyn Store) {
+    store.upsert_accounts(&[]).await.expect("no accounts");
+    let prod = AccountRow {
+        id: "222233334444".into(),
+        name: "prod".into(),
+        regions: vec!["us-east-1".into(), "eu-west-1".into()],
+    };
+    let dev = AccountRow {
+        id: "111122223333".into(),
+        name: "dev".into(),
+        regions: vec![],
+    };
+    store
+        .upsert_accounts(&[prod.clone(), dev.clone()])
+        .await
+        .expect("insert accounts");
+    assert_eq!(
+        store.list_accounts().await.expect("list"),
+        vec![dev.clone(), prod.clone()]
+    );
+
+    let renamed = AccountRow {
+        name: "production".into(),
+        regions: vec!["ap-south-1".into()],
+        ..prod
+    };
+    store
+        .upsert_accounts(std::slice::from_ref(&renamed))
+        .await
+        .expect("update account");
+    assert_eq!(
+        store.list_accounts().await.expect("list"),
+        vec![dev, renamed]
+    );
+}
+
+async fn first_sync_inserts_keys_versions_and_findings(store: &dyn Store) {
+    let a = key("a");
+    let mut b = key("b");
+    b.key_manager = "AWS".into();
+    b.rotation_enabled = None;
+    b.creation_date = None;
+    b.deletion_date = Some(t(86_400));
+    b.multi_region = true;
+    b.tags.clear();
+    b.aliases.clear();
+    b.grants.clear();
+    let mut b_update = update(b.clone(), readable("{\"policy\":\"b\"}"), vec![]);
+    b_update.remediable = false;
+    let listed = [a.arn.clone(), b.arn.clone()];
+    let outcome = store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &listed,
+            true,
+            vec![
+                update(
+                    a.clone(),
+                    readable("{\"policy\":\"a\"}"),
+                    vec![finding("KMS-DELEGATION", "0"), finding("KMS-PUBLIC", "1")],
+                ),
+                b_update,
+            ],
+        ))
+        .await
+        .expect("first sync");
+    assert_eq!(
+        outcome,
+        RegionSyncOutcome {
+            keys_changed: 2,
+            policy_versions_added: 2,
+            findings_opened: 2,
+            findings_resolved: 0,
+            keys_deleted: 0,
+        }
+    );
+
+    let keys = store.list_keys(false).await.expect("keys");
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].key, a, "every KeyRecord field round-trips");
+    assert_eq!(keys[1].key, b);
+    assert_eq!(
+        keys[0].policy_sha256.as_deref(),
+        Some(sha("{\"policy\":\"a\"}").as_str())
+    );
+    assert_eq!(keys[0].policy_error, None);
+    assert!(keys[0].remediable);
+    assert!(!keys[1].remediable);
+    assert_eq!(keys[0].open_findings, 2);
+    assert_eq!(keys[1].open_findings, 0);
+    assert_eq!(
+        (keys[0].first_seen, keys[0].last_seen, keys[0].deleted_at),
+        (t(0), t(0), None)
+    );
+
+    let versions = store.policy_versions(&a.arn).await.expect("versions");
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].text, "{\"policy\":\"a\"}");
+    assert_eq!(versions[0].sha256, sha("{\"policy\":\"a\"}"));
+    assert_eq!(versions[0].key_arn, a.arn);
+    assert_eq!(
+        (versions[0].first_seen, versions[0].last_seen),
+        (t(0), t(0))
+    );
+    assert!(
+        store
+            .policy_versions("arn:nope")
+            .await
+            .expect("none")
+            .is_empty()
+    );
+
+    let findings = store.list_findings(false).await.expect("findings");
+    assert_eq!(findings.len(), 2);
+    let delegation = by_rule(&findings, "KMS-DELEGATION");
+    assert_eq!(delegation.key_arn, a.arn);
+    assert_eq!(delegation.account_id, ACCOUNT);
+    assert_eq!(delegation.region, REGION);
+    assert_eq!(delegation.locator, "0");
+    assert_eq!(delegation.severity, "high");
+    assert_eq!(delegation.status, "open");
+    assert_eq!(delegation.statement_index, Some(0));
+    assert_eq!(
+        delegation.sid.as_deref(),
+        Some("Enable IAM User Permissions")
+    );
+    assert_eq!(delegation.message, "KMS-DELEGATION fires at 0");
+    assert_eq!(
+        delegation.policy_sha256.as_deref(),
+        Some(sha("{\"policy\":\"a\"}").as_str())
+    );
+    assert_eq!(
+        (
+            delegation.first_seen,
+            delegation.last_seen,
+            delegation.resolved_at
+        ),
+        (t(0), t(0), None)
+    );
+    assert_eq!(
+        findings[0].rule_id, "KMS-DELEGATION",
+        "ordered by key, rule, locator"
+    );
+
+    let fingerprints = store
+        .key_fingerprints(ACCOUNT, REGION)
+        .await
+        .expect("fingerprints");
+    assert_eq!(fingerprints.len(), 2);
+    assert_eq!(fingerprints[0].arn, a.arn);
+    assert_eq!(fingerprints[0].fingerprint, "fp-a");
+    assert_eq!(fingerprints[0].evaluation, "rules-1");
+    assert_eq!(fingerprints[0].policy_sha256, keys[0].policy_sha256);
+    assert!(
+        store
+            .key_fingerprints(ACCOUNT, "us-east-1")
+            .await
+            .expect("other region")
+            .is_empty()
+    );
+}
+
+async fn unchanged_resync_only_stamps_last_seen(store: &dyn Store) {
+    let a = key("a");
+    let b = key("b");
+    let listed = [a.arn.clone(), b.arn.clone()];
+    store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &listed,
+            true,
+            vec![
+                update(
+                    a.clone(),
+                    readable("A"),
+                    vec![finding("KMS-DELEGATION", "0")],
+                ),
+                update(b.clone(), readable("B"), vec![]),
+            ],
+        ))
+        .await
+        .expect("first sync");
+    let keys_before = store.list_keys(true).await.expect("keys");
+    let findings_before = store.list_findings(true).await.expect("findings");
+    let versions_before = store.policy_versions(&a.arn).await.expect("versions");
+    let fingerprints_before = store.key_fingerprints(ACCOUNT, REGION).await.expect("fps");
+
+    for (i, complete) in [(1, true), (2, false)] {
+        let outcome = store
+            .apply_region_sync(&region_sync(t(60 * i), &listed, complete, vec![]))
+            .await
+            .expect("unchanged re-sync");
+        assert_eq!(outcome, RegionSyncOutcome::default(), "nothing changed");
+    }
+
+    let keys_after = store.list_keys(true).await.expect("keys");
+    assert_eq!(keys_after.len(), keys_before.len());
+    for (before, after) in keys_before.iter().zip(&keys_after) {
+        assert_eq!(after.last_seen, t(120), "the only write: last_seen");
+        assert_eq!(after.first_seen, before.first_seen);
+        let mut expected = before.clone();
+        expected.last_seen = t(120);
+        assert_eq!(after, &expected);
+    }
+    assert_eq!(
+        store.policy_versions(&a.arn).await.expect("versions"),
+        versions_before
+    );
+    assert_eq!(
+        store.key_fingerprints(ACCOUNT, REGION).await.expect("fps"),
+        fingerprints_before
+    );
+    let findings_after = store.list_findings(true).await.expect("findings");
+    assert_eq!(findings_after.len(), findings_before.len());
+    for (before, after) in findings_before.iter().zip(&findings_after) {
+        // An open finding of a present key is as fresh as its key.
+        let mut expected = before.clone();
+        expected.last_seen = t(120);
+        assert_eq!(after, &expected);
+    }
+}
+
+async fn policy_change_adds_version_and_reconciles_findings(store: &dyn Store) {
+    let a = key("a");
+    let listed = [a.arn.clone()];
+    store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &listed,
+            true,
+            vec![update(
+                a.clone(),
+                readable("P1"),
+                vec![
+                    finding("KMS-DELEGATION", "0"),
+                    finding("KMS-NO-ADMIN", "key"),
+                ],
+            )],
+        ))
+        .await
+        .expect("first sync");
+    let mut changed = finding("KMS-NO-ADMIN", "key");
+    changed.severity = "medium".into();
+    changed.message = "reworded".into();
+    changed.statement_index = None;
+    changed.sid = None;
+    let outcome = store
+        .apply_region_sync(&region_sync(
+            t(60),
+            &listed,
+            true,
+            vec![update(
+                a.clone(),
+                readable("P2"),
+                vec![changed, finding("KMS-PUBLIC", "2")],
+            )],
+        ))
+        .await
+        .expect("policy change");
+    assert_eq!(
+        outcome,
+        RegionSyncOutcome {
+            keys_changed: 1,
+            policy_versions_added: 1,
+            findings_opened: 1,
+            findings_resolved: 1,
+            keys_deleted: 0,
+        }
+    );
+    let versions = store.policy_versions(&a.arn).await.expect("versions");
+    assert_eq!(
+        versions.iter().map(|v| v.text.as_str()).collect::<Vec<_>>(),
+        ["P1", "P2"]
+    );
+    assert_eq!(
+        versions[0].last_seen,
+        t(0),
+        "the old version is not seen any more"
+    );
+    assert_eq!(
+        (versions[1].first_seen, versions[1].last_seen),
+        (t(60), t(60))
+    );
+    assert!(versions[0].id < versions[1].id);
+
+    let findings = findings_of(store, &a.arn).await;
+    let delegation = by_rule(&findings, "KMS-DELEGATION");
+    assert_eq!(delegation.status, "resolved");
+    assert_eq!(delegation.resolved_at, Some(t(60)));
+    assert_eq!(delegation.last_seen, t(0));
+    assert_eq!(
+        delegation.policy_sha256.as_deref(),
+        Some(sha("P1").as_str()),
+        "evidence kept"
+    );
+    let no_admin = by_rule(&findings, "KMS-NO-ADMIN");
+    assert_eq!(no_admin.status, "open");
+    assert_eq!((no_admin.first_seen, no_admin.last_seen), (t(0), t(60)));
+    assert_eq!(no_admin.severity, "medium");
+    assert_eq!(no_admin.message, "reworded");
+    assert_eq!(
+        (no_admin.statement_index, no_admin.sid.clone()),
+        (None, None)
+    );
+    assert_eq!(no_admin.policy_sha256.as_deref(), Some(sha("P2").as_str()));
+    let public = by_rule(&findings, "KMS-PUBLIC");
+    assert_eq!((public.status.as_str(), public.first_seen), ("open", t(60)));
+
+    let open = store.list_findings(false).await.expect("open findings");
+    assert_eq!(
+        open.len(),
+        2,
+        "resolved findings only with include_resolved"
+    );
+    assert_eq!(
+        store.list_keys(false).await.expect("keys")[0].open_findings,
+        2
+    );
+}
+
+async fn policy_history_a_b_a_keeps_three_versions(store: &dyn Store) {
+    let a = key("a");
+    let listed = [a.arn.clone()];
+    for (i, text) in ["A", "B", "A"].into_iter().enumerate() {
+        let now = t(60 * i64::try_from(i).expect("small"));
+        let outcome = store
+            .apply_region_sync(&region_sync(
+                now,
+                &listed,
+                true,
+                vec![update(a.clone(), readable(text), vec![])],
+            ))
+            .await
+            .expect("sync");
+        assert_eq!(outcome.policy_versions_added, 1);
+    }
+    // Metadata changed, same policy: the current version is seen again, no new row.
+    let mut retagged = a.clone();
+    retagged.tags.insert("owner".into(), "sec".into());
+    let outcome = store
+        .apply_region_sync(&region_sync(
+            t(300),
+            &listed,
+            true,
+            vec![update(retagged.clone(), readable("A"), vec![])],
+        ))
+        .await
+        .expect("metadata change");
+    assert_eq!(outcome.policy_versions_added, 0);
+    let versions = store.policy_versions(&a.arn).await.expect("versions");
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.sha256.clone(), v.first_seen, v.last_seen))
+            .collect::<Vec<_>>(),
+        vec![
+            (sha("A"), t(0), t(0)),
+            (sha("B"), t(60), t(60)),
+            (sha("A"), t(120), t(300)),
+        ]
+    );
+    assert_eq!(store.list_keys(false).await.expect("keys")[0].key, retagged);
+}
+
+async fn resolved_finding_reopens_in_place(store: &dyn Store) {
+    let a = key("a");
+    let listed = [a.arn.clone()];
+    let sync = |now, findings| {
+        region_sync(
+            now,
+            &listed,
+            true,
+            vec![update(a.clone(), readable("P"), findings)],
+        )
+    };
+    store
+        .apply_region_sync(&sync(t(0), vec![finding("KMS-DELEGATION", "0")]))
+        .await
+        .expect("opens");
+    let first = findings_of(store, &a.arn).await;
+    let outcome = store
+        .apply_region_sync(&sync(t(60), vec![]))
+        .await
+        .expect("resolves");
+    assert_eq!((outcome.findings_opened, outcome.findings_resolved), (0, 1));
+    let resolved = findings_of(store, &a.arn).await;
+    assert_eq!(
+        (resolved[0].status.as_str(), resolved[0].resolved_at),
+        ("resolved", Some(t(60)))
+    );
+    assert_eq!(
+        resolved[0].last_seen,
+        t(0),
+        "a resolved finding is not stamped by its key"
+    );
+
+    // Stays resolved through a re-sync that does not produce it.
+    store
+        .apply_region_sync(&region_sync(t(90), &listed, true, vec![]))
+        .await
+        .expect("unchanged");
+    assert_eq!(findings_of(store, &a.arn).await[0].last_seen, t(0));
+
+    let outcome = store
+        .apply_region_sync(&sync(t(120), vec![finding("KMS-DELEGATION", "0")]))
+        .await
+        .expect("reopens");
+    assert_eq!((outcome.findings_opened, outcome.findings_resolved), (1, 0));
+    let reopened = findings_of(store, &a.arn).await;
+    assert_eq!(reopened.len(), 1, "same row");
+    assert_eq!(reopened[0].id, first[0].id);
+    assert_eq!(reopened[0].status, "open");
+    assert_eq!(reopened[0].resolved_at, None);
+    assert_eq!(
+        (reopened[0].first_seen, reopened[0].last_seen),
+        (t(0), t(120))
+    );
+
+    // Still open and still firing: not counted as opened again.
+    let outcome = store
+        .apply_region_sync(&sync(t(180), vec![finding("KMS-DELEGATION", "0")]))
+        .await
+        .expect("still open");
+    assert_eq!((outcome.findings_opened, outcome.findings_resolved), (0, 0));
+}
+
+async fn unreadable_policy_keeps_last_readable_version(store: &dyn Store) {
+    let a = key("a");
+    let fresh = key("fresh");
+    let listed = [a.arn.clone(), fresh.arn.clone()];
+    store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &listed[..1],
+            false,
+            vec![update(
+                a.clone(),
+                readable("P1"),
+                vec![finding("KMS-DELEGATION", "0")],
+            )],
+        ))
+        .await
+        .expect("readable");
+    let unreadable = |k: &KeyRecord| {
+        update(
+            k.clone(),
+            PolicyState::Unreadable {
+                reason: "AccessDeniedException".into(),
+            },
+            vec![finding("KMS-UNREADABLE", "key")],
+        )
+    };
+    let outcome = store
+        .apply_region_sync(&region_sync(
+            t(60),
+            &listed,
+            true,
+            vec![unreadable(&a), unreadable(&fresh)],
+        ))
+        .await
+        .expect("unreadable");
+    assert_eq!(
+        outcome,
+        RegionSyncOutcome {
+            keys_changed: 2,
+            policy_versions_added: 0,
+            findings_opened: 2,
+            findings_resolved: 1,
+            keys_deleted: 0,
+        }
+    );
+    let keys = store.list_keys(false).await.expect("keys");
+    assert_eq!(keys[0].key.arn, a.arn);
+    assert_eq!(
+        keys[0].policy_sha256.as_deref(),
+        Some(sha("P1").as_str()),
+        "last readable kept"
+    );
+    assert_eq!(
+        keys[0].policy_error.as_deref(),
+        Some("AccessDeniedException")
+    );
+    assert_eq!(
+        (
+            keys[1].policy_sha256.clone(),
+            keys[1].policy_error.is_some()
+        ),
+        (None, true)
+    );
+    let versions = store.policy_versions(&a.arn).await.expect("versions");
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].last_seen, t(0), "nothing was read at t(60)");
+    assert!(
+        store
+            .policy_versions(&fresh.arn)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    let fps = store.key_fingerprints(ACCOUNT, REGION).await.expect("fps");
+    assert_eq!(
+        fps[0].policy_error.as_deref(),
+        Some("AccessDeniedException")
+    );
+
+    let findings = findings_of(store, &a.arn).await;
+    assert_eq!(by_rule(&findings, "KMS-DELEGATION").status, "resolved");
+    let blind = by_rule(&findings, "KMS-UNREADABLE");
+    assert_eq!(blind.status, "open");
+    assert_eq!(blind.policy_sha256, None, "judged on no policy text");
+
+    // Readable again with the same text: no new version, the error clears.
+    let outcome = store
+        .apply_region_sync(&region_sync(
+            t(120),
+            &listed,
+            true,
+            vec![update(
+                a.clone(),
+                readable("P1"),
+                vec![finding("KMS-DELEGATION", "0")],
+            )],
+        ))
+        .await
+        .expect("readable again");
+    assert_eq!(
+        (
+            outcome.policy_versions_added,
+            outcome.findings_opened,
+            outcome.findings_resolved
+        ),
+        (0, 1, 1)
+    );
+    let versions = store.policy_versions(&a.arn).await.expect("versions");
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].last_seen, t(120));
+    let keys = store.list_keys(false).await.expect("keys");
+    assert_eq!(
+        (
+            keys[0].policy_sha256.as_deref(),
+            keys[0].policy_error.as_deref()
+        ),
+        (Some(sha("P1").as_str()), None)
+    );
+}
+
+async fn deletion_needs_a_complete_listing(store: &dyn Store) {
+    let a = key("a");
+    let b = key("b");
+    let both = [a.arn.clone(), b.arn.clone()];
+    store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &both,
+            true,
+            vec![
+                update(a.clone(), readable("A"), vec![finding("KMS-PUBLIC", "0")]),
+                update(
+                    b.clone(),
+                    readable("B"),
+                    vec![finding("KMS-DELEGATION", "0"), finding("KMS-PUBLIC", "0")],
+                ),
+            ],
+        ))
+        .await
+        .expect("first sync");
+
+    // An incomplete listing without b: b is left alone.
+    let outcome = store
+        .apply_region_sync(&region_sync(t(60), &both[..1], false, vec![]))
+        .await
+        .expect("partial listing");
+    assert_eq!(outcome, RegionSyncOutcome::default());
+    assert_eq!(store.list_keys(false).await.expect("keys").len(), 2);
+    assert_eq!(store.list_findings(false).await.expect("findings").len(), 3);
+
+    // A complete listing without b: b is deleted and its findings resolved.
+    let outcome = store
+        .apply_region_sync(&region_sync(t(120), &both[..1], true, vec![]))
+        .await
+        .expect("complete listing");
+    assert_eq!(
+        outcome,
+        RegionSyncOutcome {
+            keys_deleted: 1,
+            findings_resolved: 2,
+            ..RegionSyncOutcome::default()
+        }
+    );
+    let live = store.list_keys(false).await.expect("keys");
+    assert_eq!(
+        live.iter().map(|k| k.key.arn.as_str()).collect::<Vec<_>>(),
+        [a.arn.as_str()]
+    );
+    let all = store.list_keys(true).await.expect("keys");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].key.arn, b.arn);
+    assert_eq!(all[1].deleted_at, Some(t(120)));
+    assert_eq!(all[0].last_seen, t(120));
+    assert_eq!(all[1].last_seen, t(0), "last listed at t(0)");
+    assert_eq!(all[1].open_findings, 0);
+    let fps = store.key_fingerprints(ACCOUNT, REGION).await.expect("fps");
+    assert_eq!(
+        fps.iter().map(|f| f.arn.as_str()).collect::<Vec<_>>(),
+        [a.arn.as_str()]
+    );
+    let b_findings = findings_of(store, &b.arn).await;
+    assert!(
+        b_findings
+            .iter()
+            .all(|f| f.status == "resolved" && f.resolved_at == Some(t(120)))
+    );
+    assert!(
+        store
+            .list_findings(false)
+            .await
+            .expect("open")
+            .iter()
+            .all(|f| f.key_arn == a.arn)
+    );
+
+    // Deleted stays deleted through later syncs, and deletion is counted once.
+    let outcome = store
+        .apply_region_sync(&region_sync(t(180), &both[..1], true, vec![]))
+        .await
+        .expect("again");
+    assert_eq!(outcome, RegionSyncOutcome::default());
+    assert_eq!(
+        store.list_keys(true).await.expect("keys")[1].last_seen,
+        t(0),
+        "a deleted key is not stamped"
+    );
+
+    // A key that comes back is revived in place.
+    let outcome = store
+        .apply_region_sync(&region_sync(
+            t(240),
+            &both,
+            true,
+            vec![update(
+                b.clone(),
+                readable("B"),
+                vec![finding("KMS-PUBLIC", "0")],
+            )],
+        ))
+        .await
+        .expect("revival");
+    assert_eq!(
+        (
+            outcome.findings_opened,
+            outcome.policy_versions_added,
+            outcome.keys_deleted
+        ),
+        (1, 0, 0)
+    );
+    let revived = store.list_keys(false).await.expect("keys");
+    assert_eq!(revived.len(), 2);
+    assert_eq!(
+        (
+            revived[1].first_seen,
+            revived[1].last_seen,
+            revived[1].deleted_at
+        ),
+        (t(0), t(240), None)
+    );
+}
+
+async fn partial_data_never_resolves_other_keys(store: &dyn Store) {
+    let keys = [key("a"), key("b"), key("c"), key_in("us-east-1", "z")];
+    for k in &keys {
+        let mut sync = region_sync(
+            t(0),
+            std::slice::from_ref(&k.arn),
+            false,
+            vec![update(
+                k.clone(),
+                readable("P"),
+                vec![finding("KMS-PUBLIC", "0")],
+            )],
+        );
+        sync.region = k.region.clone();
+        store.apply_region_sync(&sync).await.expect("seed");
+    }
+    let before = store.list_findings(true).await.expect("findings");
+    assert_eq!(before.len(), 4);
+
+    // A failed fetch of b and c: the sync carries only a, fixed.
+    let outcome = store
+        .apply_region_sync(&region_sync(
+            t(60),
+            &[keys[0].arn.clone()],
+            false,
+            vec![update(keys[0].clone(), readable("P2"), vec![])],
+        ))
+        .await
+        .expect("partial");
+    assert_eq!((outcome.findings_resolved, outcome.keys_deleted), (1, 0));
+    let after = store.list_findings(true).await.expect("findings");
+    for (old, new) in before.iter().zip(&after) {
+        if new.key_arn == keys[0].arn {
+            assert_eq!(new.status, "resolved");
+        } else {
+            assert_eq!(old, new, "untouched: {}", new.key_arn);
+        }
+    }
+
+    // A complete listing of eu-west-1 never deletes keys of another region.
+    store
+        .apply_region_sync(&region_sync(t(120), &[], true, vec![]))
+        .await
+        .expect("empty complete listing");
+    let live = store.list_keys(false).await.expect("keys");
+    assert_eq!(
+        live.iter().map(|k| k.key.arn.clone()).collect::<Vec<_>>(),
+        [keys[3].arn.clone()]
+    );
+    assert_eq!(live[0].open_findings, 1);
+}
+
+async fn sync_runs_start_finish_recent_latest(store: &dyn Store) {
+    assert!(store.recent_sync_runs(10).await.expect("none").is_empty());
+    assert!(store.latest_sync_runs().await.expect("none").is_empty());
+    let first = store
+        .start_sync_run(ACCOUNT, REGION, t(0))
+        .await
+        .expect("start");
+    let other = store
+        .start_sync_run(ACCOUNT, "us-east-1", t(1))
+        .await
+        .expect("start");
+    let second = store
+        .start_sync_run(ACCOUNT, REGION, t(60))
+        .await
+        .expect("start");
+    assert!(first < other && other < second);
+
+    let outcome = RegionSyncOutcome {
+        keys_changed: 3,
+        policy_versions_added: 2,
+        findings_opened: 5,
+        findings_resolved: 1,
+        keys_deleted: 1,
+    };
+    store
+        .finish_sync_run(
+            first,
+            &SyncRunFinish {
+                finished_at: t(10),
+                keys_seen: 7,
+                outcome: outcome.clone(),
+                error: None,
+            },
+        )
+        .await
+        .expect("finish ok");
+    store
+        .finish_sync_run(
+            other,
+            &SyncRunFinish {
+                finished_at: t(11),
+                keys_seen: 0,
+                outcome: RegionSyncOutcome::default(),
+                error: Some("AccessDenied: ListKeys".into()),
+            },
+        )
+        .await
+        .expect("finish failed");
+    let missing = store
+        .finish_sync_run(
+            second + 1000,
+            &SyncRunFinish {
+                finished_at: t(11),
+                keys_seen: 0,
+                outcome: RegionSyncOutcome::default(),
+                error: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+
+    let recent = store.recent_sync_runs(10).await.expect("recent");
+    assert_eq!(
+        recent.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [second, other, first]
+    );
+    assert_eq!(store.recent_sync_runs(1).await.expect("recent").len(), 1);
+    let done = &recent[2];
+    assert_eq!(
+        (done.account_id.as_str(), done.region.as_str()),
+        (ACCOUNT, REGION)
+    );
+    assert_eq!((done.started_at, done.finished_at), (t(0), Some(t(10))));
+    assert_eq!(done.status, "succeeded");
+    assert_eq!(
+        (
+            done.keys_seen,
+            done.keys_changed,
+            done.policy_versions_added,
+            done.findings_opened,
+            done.findings_resolved,
+            done.keys_deleted
+        ),
+        (7, 3, 2, 5, 1, 1)
+    );
+    assert_eq!(done.error, None);
+    assert_eq!(recent[1].status, "failed");
+    assert_eq!(recent[1].error.as_deref(), Some("AccessDenied: ListKeys"));
+    assert_eq!(
+        (recent[0].status.as_str(), recent[0].finished_at),
+        ("running", None)
+    );
+
+    let latest = store.latest_sync_runs().await.expect("latest");
+    assert_eq!(
+        latest
+            .iter()
+            .map(|r| (r.region.as_str(), r.id))
+            .collect::<Vec<_>>(),
+        [(REGION, second), ("us-east-1", other)]
+    );
+}
+
+async fn claim_and_release(store: &dyn Store) {
+    let claim = |owner: &'static str, now: DateTime<Utc>, due_before: DateTime<Utc>| {
+        store.claim_region(
+            ACCOUNT,
+            REGION,
+            owner,
+            now,
+            now + Duration::seconds(300),
+            due_before,
+        )
+    };
+    assert!(
+        claim("r1", t(0), t(0)).await.expect("claim"),
+        "a fresh region is claimable"
+    );
+    assert!(
+        !claim("r2", t(10), t(10)).await.expect("claim"),
+        "held by r1"
+    );
+    assert!(
+        claim("r1", t(20), t(20)).await.expect("claim"),
+        "the owner may renew"
+    );
+    // r1's lease now runs to t(320).
+    store
+        .release_region(ACCOUNT, REGION, "r2", Some(t(30)))
+        .await
+        .expect("foreign release");
+    assert!(
+        !claim("r2", t(40), t(40)).await.expect("claim"),
+        "a non-owner cannot release"
+    );
+
+    store
+        .release_region(ACCOUNT, REGION, "r1", Some(t(50)))
+        .await
+        .expect("release");
+    assert!(
+        !claim("r2", t(60), t(50)).await.expect("claim"),
+        "finished at t(50), not due before t(50)"
+    );
+    assert!(claim("r2", t(60), t(51)).await.expect("claim"), "due");
+    // r2 crashes; its lease runs to t(360).
+    assert!(
+        !claim("r3", t(359), t(359)).await.expect("claim"),
+        "lease unexpired"
+    );
+    assert!(
+        claim("r3", t(360), t(360)).await.expect("claim"),
+        "lease expired"
+    );
+    // A release without a finish time (an abandoned pass) keeps the last finish.
+    store
+        .release_region(ACCOUNT, REGION, "r3", None)
+        .await
+        .expect("release");
+    assert!(
+        !claim("r1", t(400), t(50)).await.expect("claim"),
+        "still finished at t(50)"
+    );
+    assert!(claim("r1", t(400), t(400)).await.expect("claim"));
+    // Other regions are independent.
+    assert!(
+        store
+            .claim_region(ACCOUNT, "us-east-1", "r2", t(400), t(700), t(400))
+            .await
+            .expect("claim")
+    );
+
+    // Sub-second precision: the lease holds until its exact instant.
+    let base = t(1000);
+    let until = base + Duration::microseconds(500_000);
+    assert!(
+        store
+            .claim_region(ACCOUNT, "ap-south-1", "a", base, until, base)
+            .await
+            .expect("claim")
+    );
+    let almost = until - Duration::microseconds(1);
+    assert!(
+        !store
+            .claim_region(ACCOUNT, "ap-south-1", "b", almost, until, almost)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        store
+            .claim_region(
+                ACCOUNT,
+                "ap-south-1",
+                "b",
+                until,
+                until + Duration::seconds(1),
+                until
+            )
+            .await
+            .expect("claim")
+    );
+}
+
+/// Eight tasks on two replicas race for a region, first while its lease row does not exist yet,
+/// then for an existing free row, round after round: exactly one wins each time.
+async fn concurrent_claims_have_one_winner(first: Arc<dyn Store>, second: Arc<dyn Store>) {
+    let region = "race";
+    for round in 0..8 {
+        let now = t(1000 * round);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let store = if i % 2 == 0 {
+                Arc::clone(&first)
+            } else {
+                Arc::clone(&second)
+            };
+            tasks.spawn(async move {
+                let owner = format!("owner-{i}");
+                let won = store
+                    .claim_region(
+                        ACCOUNT,
+                        region,
+                        &owner,
+                        now,
+                        now + Duration::seconds(300),
+                        now,
+                    )
+                    .await
+                    .expect("claim");
+                won.then_some(owner)
+            });
+        }
+        let winners: Vec<String> = tasks.join_all().await.into_iter().flatten().collect();
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        first
+            .release_region(
+                ACCOUNT,
+                region,
+                &winners[0],
+                Some(now + Duration::seconds(1)),
+            )
+            .await
+            .expect("release");
+    }
+}
+
+/// Writers of different regions at once: SQLite queues them (BEGIN IMMEDIATE + busy timeout).
+async fn concurrent_region_syncs_all_apply(first: Arc<dyn Store>, second: Arc<dyn Store>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 {
+            Arc::clone(&first)
+        } else {
+            Arc::clone(&second)
+        };
+        tasks.spawn(async move {
+            let region = format!("region-{i}");
+            let keys: Vec<KeyRecord> = (0..20).map(|k| key_in(&region, &format!("k{k}"))).collect();
+            let listed: Vec<String> = keys.iter().map(|k| k.arn.clone()).collect();
+            let updates = keys
+                .into_iter()
+                .map(|k| update(k, readable("P"), vec![finding("KMS-PUBLIC", "0")]))
+                .collect();
+            let mut sync = region_sync(t(0), &listed, true, updates);
+            sync.region = region;
+            store
+                .apply_region_sync(&sync)
+                .await
+                .expect("concurrent sync")
+        });
+    }
+    for outcome in tasks.join_all().await {
+        assert_eq!((outcome.keys_changed, outcome.findings_opened), (20, 20));
+    }
+    assert_eq!(first.list_keys(false).await.expect("keys").len(), 160);
+}
+
+/// A sync cancelled at any point (its future dropped) leaves nothing behind, and the store
+/// keeps working: the transaction is rolled back on drop.
+async fn cancelled_sync_is_all_or_nothing(store: &dyn Store) {
+    for (round, delay_us) in [0u64, 100, 500, 1_000, 2_000, 5_000, 20_000]
+        .into_iter()
+        .enumerate()
+    {
+        let region = format!("cancel-{round}");
+        let keys: Vec<KeyRecord> = (0..100)
+            .map(|k| key_in(&region, &format!("k{k:03}")))
+            .collect();
+        let listed: Vec<String> = keys.iter().map(|k| k.arn.clone()).collect();
+        let updates = keys
+            .into_iter()
+            .map(|k| update(k, readable("P"), vec![finding("KMS-PUBLIC", "0")]))
+            .collect();
+        let mut sync = region_sync(t(0), &listed, true, updates);
+        sync.region = region.clone();
+        let finished = tokio::time::timeout(
+            std::time::Duration::from_micros(delay_us),
+            store.apply_region_sync(&sync),
+        )
+        .await
+        .is_ok();
+        let stored = store
+            .key_fingerprints(ACCOUNT, &region)
+            .await
+            .expect("fingerprints")
+            .len();
+        let findings = store
+            .list_findings(true)
+            .await
+            .expect("findings")
+            .iter()
+            .filter(|f| f.region == region)
+            .count();
+        assert!(
+            (stored, findings) == (0, 0) || (stored, findings) == (100, 100),
+            "round {round} (finished: {finished}): {stored} keys, {findings} findings"
+        );
+        if finished {
+            assert_eq!(stored, 100);
+        }
+        // The next writer is not blocked by an abandoned transaction.
+        store
+            .apply_region_sync(&sync)
+            .await
+            .expect("sync after a cancelled one");
+        assert_eq!(
+            store
+                .key_fingerprints(ACCOUNT, &region)
+                .await
+                .expect("fingerprints")
+                .len(),
+            100
+        );
+    }
+}
+
+async fn stats_count_live_keys_and_open_findings(store: &dyn Store) {
+    assert_eq!(store.stats().await.expect("stats"), StoreStats::default());
+    let (a, b, c, gone) = (key("a"), key("b"), key("c"), key("gone"));
+    let mut critical = finding("KMS-PUBLIC", "1");
+    critical.severity = "critical".into();
+    store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &[
+                a.arn.clone(),
+                b.arn.clone(),
+                c.arn.clone(),
+                gone.arn.clone(),
+            ],
+            true,
+            vec![
+                update(a.clone(), readable("A"), vec![]),
+                update(
+                    b.clone(),
+                    readable("B"),
+                    vec![finding("KMS-DELEGATION", "0"), critical.clone()],
+                ),
+                update(
+                    c.clone(),
+                    readable("C"),
+                    vec![finding("KMS-DELEGATION", "0")],
+                ),
+                update(
+                    gone.clone(),
+                    readable("G"),
+                    vec![finding("KMS-NOT-ACTION", "0")],
+                ),
+            ],
+        ))
+        .await
+        .expect("seed");
+    store
+        .apply_region_sync(&region_sync(
+            t(60),
+            &[a.arn.clone(), b.arn.clone(), c.arn.clone()],
+            true,
+            vec![update(c.clone(), readable("C2"), vec![])],
+        ))
+        .await
+        .expect("gone deleted, c fixed");
+    assert_eq!(
+        store.stats().await.expect("stats"),
+        StoreStats {
+            keys_compliant: 2,
+            keys_noncompliant: 1,
+            open_findings: vec![
+                ("KMS-DELEGATION".into(), "high".into(), 1),
+                ("KMS-PUBLIC".into(), "critical".into(), 1),
+            ],
+        }
+    );
+}
+
+/// `connect` creates what the URL names when it does not exist yet.
+#[tokio::test]
+async fn postgres_connect_creates_a_missing_database() {
+    let Some(db) = db::postgres_created_by_connect().await else {
+        return;
+    };
+    migrations_are_idempotent(db.store()).await;
+}
+
+#[tokio::test]
+async fn sqlite_connect_creates_a_missing_file() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("new.db");
+    let store = keyward::store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("create and migrate");
+    assert!(path.exists());
+    migrations_are_idempotent(&*store).await;
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused() {
+    let refused = keyward::store::connect("mysql://localhost/keyward").await;
+    assert!(matches!(refused, Err(StoreError::UnsupportedUrl(_))));
+}
+
+macro_rules! contract {
+    (stores: [$($name:ident),* $(,)?], replicas: [$($race:ident),* $(,)?]) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = crate::db::sqlite().await;
+                    super::$name(db.store()).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $race() {
+                    let db = crate::db::sqlite().await;
+                    super::$race(db.shared(), db.replica().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = crate::db::postgres().await else { return };
+                    super::$name(db.store()).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $race() {
+                    let Some(db) = crate::db::postgres().await else { return };
+                    super::$race(db.shared(), db.replica().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract! {
+    stores: [
+        migrations_are_idempotent,
+        accounts_upsert_by_id,
+        first_sync_inserts_keys_versions_and_findings,
+        unchanged_resync_only_stamps_last_seen,
+        policy_change_adds_version_and_reconciles_findings,
+        policy_history_a_b_a_keeps_three_versions,
+        resolved_finding_reopens_in_place,
+        unreadable_policy_keeps_last_readable_version,
+        deletion_needs_a_complete_listing,
+        partial_data_never_resolves_other_keys,
+        sync_runs_start_finish_recent_latest,
+        claim_and_release,
+        stats_count_live_keys_and_open_findings,
+        cancelled_sync_is_all_or_nothing,
+    ],
+    replicas: [
+        concurrent_claims_have_one_winner,
+        concurrent_region_syncs_all_apply,
+    ]
+}

@@ -1,0 +1,488 @@
+//! The sync end to end: the real aws-sdk-kms client against moto, into real SQLite and Postgres
+//! databases. Every scenario runs on both backends (Postgres when KEYWARD_TEST_POSTGRES_URL is set).
+
+#[path = "support/db.rs"]
+mod db;
+#[path = "support/faults.rs"]
+mod faults;
+#[path = "support/moto.rs"]
+mod moto;
+
+use keyward::aws::{AccountAccess, KmsConnector, SdkConnector};
+use keyward::clock::SystemClock;
+use keyward::metrics::Metrics;
+use keyward::store::Store;
+use keyward::sync::{Due, RegionReport, SyncService, Target};
+use moto::{Moto, default_policy, seed_key};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+
+fn fixed_policy(account: &str) -> String {
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"EnableRootAccessAndPreventPermissionDelegation","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{account}:root"}},"Action":"kms:*","Resource":"*","Condition":{{"StringEquals":{{"aws:PrincipalType":"Account"}}}}}},{{"Sid":"Allow access for Key Administrators","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{account}:role/KMSAdmin"}},"Action":["kms:Create*","kms:Describe*","kms:Enable*","kms:List*","kms:Put*","kms:Update*","kms:Revoke*","kms:Disable*","kms:Get*","kms:Delete*","kms:TagResource","kms:UntagResource","kms:ScheduleKeyDeletion","kms:CancelKeyDeletion"],"Resource":"*"}}]}}"#
+    )
+}
+
+fn public_policy(account: &str) -> String {
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{account}:role/KMSAdmin"}},"Action":"kms:PutKeyPolicy","Resource":"*"}},{{"Sid":"Everyone","Effect":"Allow","Principal":"*","Action":"kms:Decrypt","Resource":"*"}}]}}"#
+    )
+}
+
+fn target(account: &str, regions: &[&str]) -> Target {
+    Target {
+        account_id: account.to_string(),
+        name: format!("acct-{account}"),
+        access: AccountAccess {
+            account_id: account.to_string(),
+            role_arn: Some(Moto::role_arn(account)),
+            external_id: None,
+        },
+        regions: regions.iter().map(|r| r.to_string()).collect(),
+        trusted_accounts: Vec::new(),
+    }
+}
+
+struct Harness {
+    service: SyncService,
+    faults: Arc<Mutex<faults::Faults>>,
+}
+
+fn harness(store: Arc<dyn Store>) -> Harness {
+    let moto = Moto::start();
+    let metrics = Arc::new(Metrics::new());
+    let real: Arc<dyn KmsConnector> = Arc::new(SdkConnector::new(
+        Some(moto.endpoint().to_string()),
+        metrics.clone(),
+    ));
+    let (connector, faults) = faults::FaultyConnector::new(real);
+    Harness {
+        service: SyncService {
+            store,
+            connector,
+            metrics,
+            clock: Arc::new(SystemClock),
+            concurrency: 8,
+            parallel_regions: 4,
+            owner: "test".to_string(),
+            lease: Duration::from_secs(600),
+        },
+        faults,
+    }
+}
+
+async fn pass(h: &Harness, targets: &[Target]) -> Vec<RegionReport> {
+    h.service
+        .run_pass(targets, None, Due::Always)
+        .await
+        .expect("sync pass runs")
+}
+
+async fn open_rules(store: &dyn Store, arn: &str) -> Vec<String> {
+    let mut rules: Vec<String> = store
+        .list_findings(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.key_arn == arn)
+        .map(|f| f.rule_id)
+        .collect();
+    rules.sort();
+    rules
+}
+
+/// Runs a scenario on SQLite and, when configured, on Postgres.
+macro_rules! on_both_databases {
+    ($name:ident, $scenario:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let sqlite = db::sqlite().await;
+            $scenario(sqlite.shared()).await;
+            if let Some(pg) = db::postgres().await {
+                $scenario(pg.shared()).await;
+            }
+        }
+    };
+}
+
+on_both_databases!(multi_account_multi_region_sync, multi_account_multi_region);
+on_both_databases!(change_detection_and_resolution, change_detection);
+on_both_databases!(
+    deleted_keys_only_after_a_complete_listing,
+    deletion_detection
+);
+on_both_databases!(a_failing_region_changes_nothing, failure_isolation);
+on_both_databases!(
+    unreadable_policies_are_findings_not_failures,
+    unreadable_policy
+);
+
+async fn multi_account_multi_region(store: Arc<dyn Store>) {
+    let moto = Moto::start();
+    let (a, b) = (moto.fresh_account(), moto.fresh_account());
+    let mut expected = Vec::new();
+    for region in REGIONS {
+        let kms_a = moto.kms_client_for(&a, region).await;
+        expected.push((
+            seed_key(&kms_a, &default_policy(&a), "default").await.arn,
+            vec!["KMS-DELEGATION", "KMS-NO-ADMIN", "KMS-ROTATION-DISABLED"],
+        ));
+        let kms_b = moto.kms_client_for(&b, region).await;
+        let fixed = seed_key(&kms_b, &fixed_policy(&b), "fixed").await;
+        kms_b
+            .enable_key_rotation()
+            .key_id(&fixed.key_id)
+            .send()
+            .await
+            .unwrap();
+        kms_b
+            .create_alias()
+            .alias_name(format!("alias/fixed-{region}"))
+            .target_key_id(&fixed.key_id)
+            .send()
+            .await
+            .unwrap();
+        expected.push((fixed.arn, vec![]));
+        let public = seed_key(&kms_b, &public_policy(&b), "public").await;
+        kms_b
+            .enable_key_rotation()
+            .key_id(&public.key_id)
+            .send()
+            .await
+            .unwrap();
+        expected.push((public.arn, vec!["KMS-PUBLIC"]));
+    }
+    let h = harness(store.clone());
+    let reports = pass(&h, &[target(&a, &REGIONS), target(&b, &REGIONS)]).await;
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        assert!(!r.failed() && !r.skipped, "{r:?}");
+    }
+    let keys = store.list_keys(false).await.unwrap();
+    assert_eq!(keys.len(), 6);
+    for (arn, rules) in &expected {
+        assert_eq!(open_rules(store.as_ref(), arn).await, *rules, "{arn}");
+        let key = keys.iter().find(|k| &k.key.arn == arn).expect("key stored");
+        assert_eq!(key.policy_sha256.is_some(), true);
+        assert!(key.key.arn.contains(&key.key.region));
+    }
+    let aliased = keys.iter().filter(|k| !k.key.aliases.is_empty()).count();
+    assert_eq!(aliased, 2);
+    let accounts = store.list_accounts().await.unwrap();
+    assert_eq!(accounts.len(), 2);
+    // the export holds what AWS holds
+    let export = keyward::report::json_export(store.as_ref(), false, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(export.keys.len(), 6);
+    assert_eq!(export.keys.iter().filter(|k| k.compliant).count(), 2);
+}
+
+async fn change_detection(store: Arc<dyn Store>) {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let key = seed_key(&kms, &default_policy(&account), "to be fixed").await;
+    let h = harness(store.clone());
+    let targets = [target(&account, &["us-east-1"])];
+    let first = pass(&h, &targets).await;
+    assert_eq!(first[0].outcome.keys_changed, 1);
+    assert_eq!(first[0].outcome.policy_versions_added, 1);
+    assert!(
+        open_rules(store.as_ref(), &key.arn)
+            .await
+            .contains(&"KMS-DELEGATION".to_string())
+    );
+
+    // nothing changed in AWS: nothing is written but last-seen stamps
+    let again = pass(&h, &targets).await;
+    assert_eq!(again[0].keys_seen, 1);
+    assert_eq!(again[0].outcome.keys_changed, 0);
+    assert_eq!(again[0].outcome.policy_versions_added, 0);
+    assert_eq!(
+        again[0].outcome.findings_opened + again[0].outcome.findings_resolved,
+        0
+    );
+
+    // the policy is fixed in AWS: a new version, delegation resolved
+    kms.put_key_policy()
+        .key_id(&key.key_id)
+        .policy_name("default")
+        .policy(fixed_policy(&account))
+        .send()
+        .await
+        .unwrap();
+    let fixed = pass(&h, &targets).await;
+    assert_eq!(fixed[0].outcome.keys_changed, 1);
+    assert_eq!(fixed[0].outcome.policy_versions_added, 1);
+    assert!(fixed[0].outcome.findings_resolved >= 2, "{:?}", fixed[0]);
+    assert_eq!(
+        open_rules(store.as_ref(), &key.arn).await,
+        vec!["KMS-ROTATION-DISABLED"]
+    );
+    let versions = store.policy_versions(&key.arn).await.unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[1].text, fixed_policy(&account));
+    let resolved: Vec<_> = store
+        .list_findings(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.key_arn == key.arn && f.status == "resolved")
+        .map(|f| f.rule_id)
+        .collect();
+    assert!(resolved.contains(&"KMS-DELEGATION".to_string()));
+
+    // metadata changes re-evaluate too: rotation on resolves KMS-ROTATION-DISABLED
+    kms.enable_key_rotation()
+        .key_id(&key.key_id)
+        .send()
+        .await
+        .unwrap();
+    let rotated = pass(&h, &targets).await;
+    assert_eq!(rotated[0].outcome.keys_changed, 1);
+    assert_eq!(rotated[0].outcome.policy_versions_added, 0);
+    assert!(open_rules(store.as_ref(), &key.arn).await.is_empty());
+}
+
+async fn deletion_detection(store: Arc<dyn Store>) {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let stays = seed_key(&kms, &default_policy(&account), "stays").await;
+    let goes = seed_key(&kms, &default_policy(&account), "goes").await;
+    let h = harness(store.clone());
+    let targets = [target(&account, &["us-east-1"])];
+    pass(&h, &targets).await;
+    assert_eq!(store.list_keys(false).await.unwrap().len(), 2);
+
+    // a failed listing marks nothing deleted
+    h.faults
+        .lock()
+        .unwrap()
+        .hidden_keys
+        .insert(goes.key_id.clone());
+    h.faults
+        .lock()
+        .unwrap()
+        .failing_regions
+        .insert("us-east-1".into());
+    let failed = pass(&h, &targets).await;
+    assert!(failed[0].failed());
+    assert_eq!(store.list_keys(false).await.unwrap().len(), 2);
+
+    // a complete listing without the key marks it deleted and resolves its findings
+    h.faults.lock().unwrap().failing_regions.clear();
+    let report = pass(&h, &targets).await;
+    assert!(!report[0].failed(), "{:?}", report[0]);
+    assert_eq!(report[0].outcome.keys_deleted, 1);
+    let live: Vec<_> = store
+        .list_keys(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.key.arn)
+        .collect();
+    assert_eq!(live, vec![stays.arn.clone()]);
+    let all = store.list_keys(true).await.unwrap();
+    assert!(
+        all.iter()
+            .any(|k| k.key.arn == goes.arn && k.deleted_at.is_some())
+    );
+    assert!(open_rules(store.as_ref(), &goes.arn).await.is_empty());
+    assert!(!open_rules(store.as_ref(), &stays.arn).await.is_empty());
+}
+
+async fn failure_isolation(store: Arc<dyn Store>) {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let east = moto.kms_client_for(&account, "us-east-1").await;
+    let west = moto.kms_client_for(&account, "eu-west-1").await;
+    let k_east = seed_key(&east, &default_policy(&account), "east").await;
+    let k_west = seed_key(&west, &default_policy(&account), "west").await;
+    let k_west2 = seed_key(&west, &default_policy(&account), "west 2").await;
+    let h = harness(store.clone());
+    let targets = [target(&account, &REGIONS)];
+    pass(&h, &targets).await;
+
+    // both keys get fixed in AWS, but us-east-1 cannot be listed this time
+    for (kms, key) in [(&east, &k_east), (&west, &k_west), (&west, &k_west2)] {
+        kms.put_key_policy()
+            .key_id(&key.key_id)
+            .policy_name("default")
+            .policy(fixed_policy(&account))
+            .send()
+            .await
+            .unwrap();
+    }
+    h.faults
+        .lock()
+        .unwrap()
+        .failing_regions
+        .insert("us-east-1".into());
+    // and one key of eu-west-1 fails to read
+    h.faults
+        .lock()
+        .unwrap()
+        .failing_keys
+        .insert(k_west2.key_id.clone());
+    let reports = pass(&h, &targets).await;
+    let east_report = reports.iter().find(|r| r.region == "us-east-1").unwrap();
+    let west_report = reports.iter().find(|r| r.region == "eu-west-1").unwrap();
+    assert!(east_report.failed());
+    assert!(
+        east_report
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("ThrottlingException")
+    );
+    assert_eq!(east_report.outcome, Default::default());
+    // the failed region's key keeps its delegation finding: nothing was resolved on a failure
+    assert!(
+        open_rules(store.as_ref(), &k_east.arn)
+            .await
+            .contains(&"KMS-DELEGATION".to_string())
+    );
+    // the healthy key of the other region was updated; the unreadable one left as it was
+    assert!(
+        west_report.failed(),
+        "a key that could not be read fails the run: {west_report:?}"
+    );
+    assert_eq!(west_report.keys_failed, 1);
+    assert!(
+        !open_rules(store.as_ref(), &k_west.arn)
+            .await
+            .contains(&"KMS-DELEGATION".to_string())
+    );
+    assert!(
+        open_rules(store.as_ref(), &k_west2.arn)
+            .await
+            .contains(&"KMS-DELEGATION".to_string())
+    );
+    assert_eq!(store.list_keys(false).await.unwrap().len(), 3);
+    // the runs are recorded with their errors
+    let runs = store.latest_sync_runs().await.unwrap();
+    let east_run = runs.iter().find(|r| r.region == "us-east-1").unwrap();
+    assert_eq!(east_run.status, "failed");
+    assert!(east_run.error.is_some());
+
+    // recovery: everything converges on the next good pass
+    h.faults.lock().unwrap().failing_regions.clear();
+    h.faults.lock().unwrap().failing_keys.clear();
+    let reports = pass(&h, &targets).await;
+    assert!(reports.iter().all(|r| !r.failed()), "{reports:?}");
+    for key in [&k_east, &k_west, &k_west2] {
+        assert!(
+            !open_rules(store.as_ref(), &key.arn)
+                .await
+                .contains(&"KMS-DELEGATION".to_string())
+        );
+    }
+}
+
+async fn unreadable_policy(store: Arc<dyn Store>) {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let key = seed_key(&kms, &default_policy(&account), "locked").await;
+    let h = harness(store.clone());
+    h.faults
+        .lock()
+        .unwrap()
+        .denied_policies
+        .insert(key.key_id.clone());
+    let targets = [target(&account, &["us-east-1"])];
+    let reports = pass(&h, &targets).await;
+    assert!(!reports[0].failed(), "{:?}", reports[0]);
+    assert_eq!(
+        open_rules(store.as_ref(), &key.arn).await,
+        vec!["KMS-ROTATION-DISABLED", "KMS-UNREADABLE"]
+    );
+    // readable again: the blind spot closes and the policy is judged
+    h.faults.lock().unwrap().denied_policies.clear();
+    pass(&h, &targets).await;
+    assert_eq!(
+        open_rules(store.as_ref(), &key.arn).await,
+        vec!["KMS-DELEGATION", "KMS-NO-ADMIN", "KMS-ROTATION-DISABLED"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_account_filter_is_an_error() {
+    let sqlite = db::sqlite().await;
+    let h = harness(sqlite.shared());
+    let err = h
+        .service
+        .run_pass(
+            &[target("111122223333", &["us-east-1"])],
+            Some("999999999999"),
+            Due::Always,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("999999999999"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_whose_credentials_reach_another_account_fails_alone() {
+    let moto = Moto::start();
+    let good = moto.fresh_account();
+    let kms = moto.kms_client_for(&good, "us-east-1").await;
+    seed_key(&kms, &default_policy(&good), "k").await;
+    let mut wrong = target(&moto.fresh_account(), &["us-east-1"]);
+    // the role lives in the good account, so the credentials reach the wrong account
+    wrong.access.role_arn = Some(Moto::role_arn(&good));
+    let sqlite = db::sqlite().await;
+    let h = harness(sqlite.shared());
+    let reports = pass(&h, &[target(&good, &["us-east-1"]), wrong.clone()]).await;
+    let bad = reports
+        .iter()
+        .find(|r| r.account_id == wrong.account_id)
+        .unwrap();
+    let ok = reports.iter().find(|r| r.account_id == good).unwrap();
+    assert!(bad.failed() && !ok.failed(), "{reports:?}");
+    assert_eq!(ok.keys_seen, 1);
+}
+
+on_both_databases!(replicas_never_sync_a_region_twice, replicas_share_work);
+
+async fn replicas_share_work(store: Arc<dyn Store>) {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    for region in REGIONS {
+        let kms = moto.kms_client_for(&account, region).await;
+        seed_key(&kms, &default_policy(&account), "k").await;
+    }
+    let targets = [target(&account, &REGIONS)];
+    let mut a = harness(store.clone());
+    let mut b = harness(store.clone());
+    a.service.owner = "replica-a".into();
+    b.service.owner = "replica-b".into();
+    let interval = Due::After(Duration::from_secs(600));
+    let (ra, rb) = tokio::join!(
+        a.service.run_pass(&targets, None, interval),
+        b.service.run_pass(&targets, None, interval)
+    );
+    let ran: Vec<_> = ra
+        .unwrap()
+        .into_iter()
+        .chain(rb.unwrap())
+        .filter(|r| !r.skipped)
+        .collect();
+    assert_eq!(
+        ran.len(),
+        REGIONS.len(),
+        "each region exactly once: {ran:?}"
+    );
+    assert!(ran.iter().all(|r| !r.failed()));
+    // within the interval nobody syncs the regions again
+    let again = a.service.run_pass(&targets, None, interval).await.unwrap();
+    assert!(again.iter().all(|r| r.skipped), "{again:?}");
+    assert_eq!(
+        store.recent_sync_runs(50).await.unwrap().len(),
+        REGIONS.len()
+    );
+}
