@@ -18,6 +18,8 @@ use rand::Rng;
 pub const MOTO_VERSION: &str = "5.2.5";
 /// moto's account for requests signed with credentials it never issued (here: `testing`).
 pub const DEFAULT_ACCOUNT: &str = "123456789012";
+/// Names the port of an already running moto_server to use instead of starting one.
+pub const EXTERNAL_PORT_ENV: &str = "KEYWARD_TEST_MOTO_PORT";
 /// How long moto may take to import its services and answer.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -41,7 +43,24 @@ impl Moto {
     /// must run before any test builds an AWS client; every moto test calls it first.
     pub fn start() -> &'static Moto {
         prepare_environment();
-        SHARED.get_or_init(Moto::spawn)
+        SHARED.get_or_init(|| match std::env::var(EXTERNAL_PORT_ENV) {
+            Ok(port) if !port.is_empty() => Moto::external(port.parse().expect("a port number")),
+            _ => Moto::spawn(),
+        })
+    }
+
+    /// A server someone else runs (scripts/test starts one for the whole suite, since nextest
+    /// runs every test in its own process); tests stay apart through their fresh accounts.
+    fn external(port: u16) -> Moto {
+        let moto = Moto {
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            pid: 0,
+            guard: Mutex::new(None),
+            log: PathBuf::from("/dev/null"),
+        };
+        moto.wait_until_ready();
+        moto
     }
 
     /// A moto server of one's own (most tests want [`Moto::start`]); killed on drop.
@@ -187,6 +206,9 @@ impl Moto {
     }
 
     fn stop(&self) {
+        if self.pid == 0 {
+            return;
+        }
         let _ = Command::new("kill").arg(self.pid.to_string()).status();
         if let Some((mut shell, stdin)) = self.guard.lock().unwrap().take() {
             drop(stdin);
