@@ -273,3 +273,17 @@ async fn serve_answers_health_ready_and_metrics_then_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn without_accounts_the_default_credentials_account_is_synced() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), moto, &[], "");
+    let out = run(keyward().args(["sync", "--once", "--config"]).arg(&config));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("{} us-east-1: ok", moto::DEFAULT_ACCOUNT)),
+        "{stdout}"
+    );
+}

@@ -861,6 +861,36 @@ async fn partial_data_never_resolves_other_keys(store: &dyn Store) {
     assert_eq!(live[0].open_findings, 1);
 }
 
+async fn abandoned_runs_are_closed_as_failed(store: &dyn Store) {
+    let dead = store
+        .start_sync_run(ACCOUNT, REGION, t(0))
+        .await
+        .expect("start");
+    let elsewhere = store
+        .start_sync_run(ACCOUNT, "us-east-1", t(0))
+        .await
+        .expect("start");
+    let closed = store
+        .abandon_sync_runs(ACCOUNT, REGION, t(30), "abandoned")
+        .await
+        .expect("abandon");
+    assert_eq!(closed, 1);
+    let runs = store.recent_sync_runs(10).await.expect("runs");
+    let run = |id| runs.iter().find(|r| r.id == id).expect("run");
+    assert_eq!(run(dead).status, "failed");
+    assert_eq!(run(dead).error.as_deref(), Some("abandoned"));
+    assert_eq!(run(dead).finished_at, Some(t(30)));
+    assert_eq!(run(elsewhere).status, "running");
+    // finished runs are never touched
+    assert_eq!(
+        store
+            .abandon_sync_runs(ACCOUNT, REGION, t(40), "again")
+            .await
+            .expect("abandon"),
+        0
+    );
+}
+
 async fn sync_runs_start_finish_recent_latest(store: &dyn Store) {
     assert!(store.recent_sync_runs(10).await.expect("none").is_empty());
     assert!(store.latest_sync_runs().await.expect("none").is_empty());
@@ -1334,6 +1364,7 @@ contract! {
         deletion_needs_a_complete_listing,
         partial_data_never_resolves_other_keys,
         sync_runs_start_finish_recent_latest,
+        abandoned_runs_are_closed_as_failed,
         claim_and_release,
         stats_count_live_keys_and_open_findings,
         cancelled_sync_is_all_or_nothing,

@@ -486,3 +486,47 @@ async fn replicas_share_work(store: Arc<dyn Store>) {
         REGIONS.len()
     );
 }
+
+on_both_databases!(
+    aws_managed_keys_are_reported_but_not_remediable,
+    aws_managed_keys
+);
+
+async fn aws_managed_keys(store: Arc<dyn Store>) {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let managed = seed_key(&kms, &public_policy(&account), "aws/ebs lookalike").await;
+    let broken = seed_key(&kms, r#"{"Statement":[{"Effect":"Allow","Principal":"arn:aws:iam::1:root","Action":"kms:*","Resource":"*"}]}"#, "aws-managed, invalid").await;
+    let pending = seed_key(&kms, &fixed_policy(&account), "customer, leaving").await;
+    kms.schedule_key_deletion()
+        .key_id(&pending.key_id)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    let h = harness(store.clone());
+    h.faults
+        .lock()
+        .unwrap()
+        .aws_managed
+        .extend([managed.key_id.clone(), broken.key_id.clone()]);
+    pass(&h, &[target(&account, &["us-east-1"])]).await;
+    // AWS writes these policies: only KMS-INVALID may be reported, never anything to remediate
+    assert!(open_rules(store.as_ref(), &managed.arn).await.is_empty());
+    assert_eq!(
+        open_rules(store.as_ref(), &broken.arn).await,
+        vec!["KMS-INVALID"]
+    );
+    assert_eq!(
+        open_rules(store.as_ref(), &pending.arn).await,
+        vec!["KMS-PENDING-DELETION"]
+    );
+    let keys = store.list_keys(false).await.unwrap();
+    let row = |arn: &str| keys.iter().find(|k| k.key.arn == arn).unwrap();
+    assert!(!row(&managed.arn).remediable);
+    assert_eq!(row(&managed.arn).key.key_manager, "AWS");
+    assert!(row(&pending.arn).remediable);
+    assert_eq!(row(&pending.arn).key.key_state, "PendingDeletion");
+    assert!(row(&pending.arn).key.deletion_date.is_some());
+}

@@ -263,6 +263,16 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<i64>;
     /// Closes a sync run row as `succeeded` or `failed`.
     async fn finish_sync_run(&self, id: i64, finish: &SyncRunFinish) -> StoreResult<()>;
+    /// Marks runs of an account·region still `running` as failed with `reason`: called by the
+    /// holder of the region's claim, so such runs belong to a pass that died or was abandoned.
+    /// Returns how many were closed.
+    async fn abandon_sync_runs(
+        &self,
+        account_id: &str,
+        region: &str,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<u64>;
     /// The newest runs first.
     async fn recent_sync_runs(&self, limit: u32) -> StoreResult<Vec<SyncRunRow>>;
     /// The newest run of every account·region.

@@ -483,6 +483,29 @@ impl Store for SqliteStore {
         tx.finish(result).await
     }
 
+    async fn abandon_sync_runs(
+        &self,
+        account_id: &str,
+        region: &str,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let result = sqlx::query(
+            "UPDATE sync_runs SET finished_at = $3, status = 'failed', error = $4 \
+             WHERE account_id = $1 AND region = $2 AND status = 'running'",
+        )
+        .bind(account_id)
+        .bind(region)
+        .bind(ts(now))
+        .bind(reason)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)
+        .map(|done| done.rows_affected());
+        tx.finish(result).await
+    }
+
     async fn recent_sync_runs(&self, limit: u32) -> StoreResult<Vec<SyncRunRow>> {
         sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM sync_runs ORDER BY id DESC LIMIT $1"

@@ -218,6 +218,25 @@ impl SyncService {
                 return report;
             }
         }
+        // Holding the claim, any run still marked running here belongs to a pass that died.
+        match self
+            .store
+            .abandon_sync_runs(
+                &target.account_id,
+                region,
+                now,
+                "abandoned: the process running it stopped before it finished",
+            )
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(account = %target.account_id, region, runs = n, "closed sync runs left running by a stopped pass")
+            }
+            Err(e) => {
+                tracing::warn!(account = %target.account_id, region, error = %e, "could not close abandoned sync runs")
+            }
+        }
         let report = self.sync_region(target, region, report).await;
         let finished = (!report.failed()).then(|| self.clock.now());
         if let Err(e) = self

@@ -20,6 +20,8 @@ pub struct Faults {
     pub denied_policies: HashSet<String>,
     /// Key ids whose DescribeKey fails transiently.
     pub failing_keys: HashSet<String>,
+    /// Key ids DescribeKey reports as AWS managed (moto cannot create such keys).
+    pub aws_managed: HashSet<String>,
 }
 
 /// Wraps a connector; see [`Faults`].
@@ -107,7 +109,11 @@ impl KmsSource for FaultySource {
         if self.check(|f| f.failing_keys.contains(key_id)) {
             return Err(throttled("DescribeKey"));
         }
-        self.inner.describe_key(key_id).await
+        let mut meta = self.inner.describe_key(key_id).await?;
+        if self.check(|f| f.aws_managed.contains(key_id)) {
+            meta.key_manager = "AWS".into();
+        }
+        Ok(meta)
     }
 
     async fn get_key_policy(&self, key_id: &str) -> Result<String, AwsError> {
