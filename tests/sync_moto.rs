@@ -165,7 +165,7 @@ async fn multi_account_multi_region(store: Arc<dyn Store>) {
     for (arn, rules) in &expected {
         assert_eq!(open_rules(store.as_ref(), arn).await, *rules, "{arn}");
         let key = keys.iter().find(|k| &k.key.arn == arn).expect("key stored");
-        assert_eq!(key.policy_sha256.is_some(), true);
+        assert!(key.policy_sha256.is_some());
         assert!(key.key.arn.contains(&key.key.region));
     }
     let aliased = keys.iter().filter(|k| !k.key.aliases.is_empty()).count();
