@@ -188,6 +188,12 @@ async fn serve_answers_health_ready_and_metrics_then_stops_on_sigterm() {
     seed_key(&kms, &default_policy(&account), "default").await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), moto, &[(&account, &account)], "");
+    let out = run(keyward()
+        .args([
+            "token", "create", "--name", "jira", "--role", "operator", "--config",
+        ])
+        .arg(&config));
+    let token = text(&out.stdout).trim().to_string();
     let mut child = keyward()
         .env("RUST_LOG", "keyward=debug,info")
         .args(["serve", "--config"])
@@ -258,6 +264,68 @@ async fn serve_answers_health_ready_and_metrics_then_stops_on_sigterm() {
         metrics.contains("keyward_sync_duration_seconds_count"),
         "{metrics}"
     );
+    // the API: a ticketing system triggers a sync; it runs, and the audit log names the token
+    let r = http
+        .post(format!("{base}/api/v1/sync"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs: serde_json::Value = http
+            .get(format!("{base}/api/v1/sync/runs"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let done = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == "succeeded")
+            .count();
+        if done >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the requested pass did not finish: {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let audit: serde_json::Value = http
+        .get(format!("{base}/api/v1/audit"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<(&str, &str)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert!(actions.contains(&("jira", "sync.triggered")), "{actions:?}");
+    let summary: serde_json::Value = http
+        .get(format!("{base}/api/v1/summary"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(summary["keys"], 1);
+    assert_eq!(summary["delegation_findings"], 1);
+
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -285,5 +353,83 @@ fn without_accounts_the_default_credentials_account_is_synced() {
     assert!(
         stdout.contains(&format!("{} us-east-1: ok", moto::DEFAULT_ACCOUNT)),
         "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_created_once_listed_revoked_and_audited() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), moto, &[], "");
+    let out = run(keyward()
+        .args([
+            "token", "create", "--name", "jira", "--role", "operator", "--config",
+        ])
+        .arg(&config));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let secret = text(&out.stdout).trim().to_string();
+    assert!(secret.starts_with("kw_") && secret.len() == 67, "{secret}");
+    assert!(text(&out.stderr).contains("shown only this once"));
+    // names are unique
+    let out = run(keyward()
+        .args([
+            "token", "create", "--name", "jira", "--role", "viewer", "--config",
+        ])
+        .arg(&config));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("exists already"));
+    // roles are checked
+    let out = run(keyward()
+        .args([
+            "token", "create", "--name", "x", "--role", "root", "--config",
+        ])
+        .arg(&config));
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(keyward().args(["token", "list", "--config"]).arg(&config));
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains("jira") && listing.contains("operator") && listing.contains("active"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains(&secret),
+        "the secret is never shown again"
+    );
+    let out = run(keyward()
+        .args(["token", "revoke", "jira", "--config"])
+        .arg(&config));
+    assert!(out.status.success());
+    assert!(
+        text(&run(keyward().args(["token", "list", "--config"]).arg(&config)).stdout)
+            .contains("revoked")
+    );
+    let out = run(keyward()
+        .args(["token", "revoke", "nobody", "--config"])
+        .arg(&config));
+    assert_eq!(out.status.code(), Some(2));
+
+    // both changes are in the audit log, and the chain verifies
+    let out = run(keyward().args(["audit", "verify", "--config"]).arg(&config));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("intact: 2 entries"),
+        "{}",
+        text(&out.stdout)
+    );
+    // tampering is detected
+    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET target = 'someone-else' WHERE action = 'token.created'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let out = run(keyward().args(["audit", "verify", "--config"]).arg(&config));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("BROKEN"),
+        "{}",
+        text(&out.stdout)
     );
 }

@@ -6,8 +6,9 @@ mod db;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use keyward::store::{
-    AccountRow, FindingRow, GrantRecord, KeyRecord, KeyUpdate, NewFinding, PolicyState, RegionSync,
-    RegionSyncOutcome, Store, StoreError, StoreStats, SyncRunFinish,
+    AccountRow, AuditEvent, FindingFilter, FindingRow, GrantRecord, KeyFilter, KeyRecord, KeyRow,
+    KeyUpdate, NewAuditEvent, NewFinding, NewToken, PolicyState, RegionSync, RegionSyncOutcome,
+    Store, StoreError, StoreStats, SyncRunFinish, audit_hash,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -1288,6 +1289,1029 @@ async fn stats_count_live_keys_and_open_findings(store: &dyn Store) {
     );
 }
 
+// --- API queries ------------------------------------------------------------------------------
+
+const OTHER_ACCOUNT: &str = "444455556666";
+
+fn with_severity(mut finding: NewFinding, severity: &str) -> NewFinding {
+    finding.severity = severity.into();
+    finding
+}
+
+/// An inventory for the API filters, in ARN order a b c (d) e y x:
+/// - a: open KMS-PUBLIC critical and KMS-DELEGATION high
+/// - b: open KMS-DELEGATION high, resolved KMS-NOT-ACTION; description "Legacy tier 150"
+/// - c: compliant; alias `alias/Payments-DB`, tag `Owner` = `Team_50%`
+/// - d: deleted, its KMS-PUBLIC critical finding resolved
+/// - e: open KMS-PUBLIC high and KMS-DELEGATION critical
+/// - y: another account, open KMS-DELEGATION high
+/// - x: another region, compliant
+async fn seed_inventory(store: &dyn Store) -> BTreeMap<&'static str, KeyRecord> {
+    let a = key("a");
+    let mut b = key("b");
+    b.description = "Legacy tier 150".into();
+    let mut c = key("c");
+    c.aliases = vec!["alias/Payments-DB".into()];
+    c.tags.insert("Owner".into(), "Team_50%".into());
+    let d = key("d");
+    let e = key("e");
+    let public_critical = with_severity(finding("KMS-PUBLIC", "0"), "critical");
+    let all = [&a, &b, &c, &d, &e].map(|k| k.arn.clone());
+    store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &all,
+            true,
+            vec![
+                update(
+                    a.clone(),
+                    readable("A"),
+                    vec![public_critical.clone(), finding("KMS-DELEGATION", "1")],
+                ),
+                update(
+                    b.clone(),
+                    readable("B"),
+                    vec![
+                        finding("KMS-DELEGATION", "0"),
+                        finding("KMS-NOT-ACTION", "0"),
+                    ],
+                ),
+                update(c.clone(), readable("C"), vec![]),
+                update(d.clone(), readable("D"), vec![public_critical]),
+                update(
+                    e.clone(),
+                    readable("E"),
+                    vec![
+                        finding("KMS-PUBLIC", "0"),
+                        with_severity(finding("KMS-DELEGATION", "1"), "critical"),
+                    ],
+                ),
+            ],
+        ))
+        .await
+        .expect("seed the region");
+    let present = [&a, &b, &c, &e].map(|k| k.arn.clone());
+    store
+        .apply_region_sync(&region_sync(
+            t(60),
+            &present,
+            true,
+            vec![update(
+                b.clone(),
+                readable("B2"),
+                vec![finding("KMS-DELEGATION", "0")],
+            )],
+        ))
+        .await
+        .expect("d deleted, b's KMS-NOT-ACTION resolved");
+
+    let x = key_in("us-east-1", "x");
+    let mut sync = region_sync(
+        t(0),
+        std::slice::from_ref(&x.arn),
+        true,
+        vec![update(x.clone(), readable("X"), vec![])],
+    );
+    sync.region = "us-east-1".into();
+    store.apply_region_sync(&sync).await.expect("seed x");
+
+    let mut y = key("y");
+    y.account_id = OTHER_ACCOUNT.into();
+    y.arn = format!("arn:aws:kms:{REGION}:{OTHER_ACCOUNT}:key/y");
+    let mut sync = region_sync(
+        t(0),
+        std::slice::from_ref(&y.arn),
+        true,
+        vec![update(
+            y.clone(),
+            readable("Y"),
+            vec![finding("KMS-DELEGATION", "0")],
+        )],
+    );
+    sync.account_id = OTHER_ACCOUNT.into();
+    store.apply_region_sync(&sync).await.expect("seed y");
+
+    BTreeMap::from([
+        ("a", a),
+        ("b", b),
+        ("c", c),
+        ("d", d),
+        ("e", e),
+        ("x", x),
+        ("y", y),
+    ])
+}
+
+/// The key ids one unpaged query returns, checking that the total agrees.
+async fn key_ids(store: &dyn Store, filter: KeyFilter) -> Vec<String> {
+    let (rows, total) = store
+        .query_keys(&filter, None, 500)
+        .await
+        .unwrap_or_else(|e| panic!("query keys {filter:?}: {e}"));
+    assert_eq!(total, rows.len() as u64, "total of {filter:?}");
+    rows.into_iter().map(|r| r.key.key_id).collect()
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.to_string())
+}
+
+async fn query_keys_filters(store: &dyn Store) {
+    let keys = seed_inventory(store).await;
+    let q = |text: &str| KeyFilter {
+        q: some(text),
+        ..KeyFilter::default()
+    };
+    let cases: Vec<(KeyFilter, Vec<&str>)> = vec![
+        (KeyFilter::default(), vec!["a", "b", "c", "e", "y", "x"]),
+        (
+            KeyFilter {
+                include_deleted: true,
+                ..KeyFilter::default()
+            },
+            vec!["a", "b", "c", "d", "e", "y", "x"],
+        ),
+        (
+            KeyFilter {
+                account: some(OTHER_ACCOUNT),
+                ..KeyFilter::default()
+            },
+            vec!["y"],
+        ),
+        (
+            KeyFilter {
+                account: some(ACCOUNT),
+                ..KeyFilter::default()
+            },
+            vec!["a", "b", "c", "e", "x"],
+        ),
+        (
+            KeyFilter {
+                region: some("us-east-1"),
+                ..KeyFilter::default()
+            },
+            vec!["x"],
+        ),
+        (
+            KeyFilter {
+                account: some(ACCOUNT),
+                region: some(REGION),
+                ..KeyFilter::default()
+            },
+            vec!["a", "b", "c", "e"],
+        ),
+        (
+            KeyFilter {
+                rule: some("KMS-DELEGATION"),
+                ..KeyFilter::default()
+            },
+            vec!["a", "b", "e", "y"],
+        ),
+        (
+            KeyFilter {
+                rule: some("KMS-PUBLIC"),
+                ..KeyFilter::default()
+            },
+            vec!["a", "e"],
+        ),
+        // Resolved findings do not count, nor do those of deleted keys (resolved on deletion).
+        (
+            KeyFilter {
+                rule: some("KMS-NOT-ACTION"),
+                ..KeyFilter::default()
+            },
+            vec![],
+        ),
+        (
+            KeyFilter {
+                rule: some("KMS-PUBLIC"),
+                include_deleted: true,
+                ..KeyFilter::default()
+            },
+            vec!["a", "e"],
+        ),
+        (
+            KeyFilter {
+                severity: some("critical"),
+                ..KeyFilter::default()
+            },
+            vec!["a", "e"],
+        ),
+        (
+            KeyFilter {
+                severity: some("high"),
+                ..KeyFilter::default()
+            },
+            vec!["a", "b", "e", "y"],
+        ),
+        // Rule and severity must match one and the same finding: e's KMS-PUBLIC is high.
+        (
+            KeyFilter {
+                rule: some("KMS-PUBLIC"),
+                severity: some("critical"),
+                ..KeyFilter::default()
+            },
+            vec!["a"],
+        ),
+        (
+            KeyFilter {
+                rule: some("KMS-DELEGATION"),
+                severity: some("critical"),
+                ..KeyFilter::default()
+            },
+            vec!["e"],
+        ),
+        (
+            KeyFilter {
+                rule: some("KMS-PUBLIC"),
+                severity: some("low"),
+                ..KeyFilter::default()
+            },
+            vec![],
+        ),
+        (
+            KeyFilter {
+                compliant: Some(true),
+                ..KeyFilter::default()
+            },
+            vec!["c", "x"],
+        ),
+        (
+            KeyFilter {
+                compliant: Some(false),
+                ..KeyFilter::default()
+            },
+            vec!["a", "b", "e", "y"],
+        ),
+        (
+            KeyFilter {
+                compliant: Some(true),
+                include_deleted: true,
+                ..KeyFilter::default()
+            },
+            vec!["c", "d", "x"],
+        ),
+        // q: case-insensitive substring of the ARN, key id, description, an alias, a tag.
+        (q("KEY/E"), vec!["e"]),
+        (q("legacy TIER"), vec!["b"]),
+        (q("payments-db"), vec!["c"]),
+        (q("alias/a-2"), vec!["a"]),
+        (q("owner"), vec!["c"]),
+        (q("team_50%"), vec!["c"]),
+        // LIKE wildcards in q are literal: "_50%" does not match b's "150".
+        (q("_50%"), vec!["c"]),
+        (q("\\"), vec![]),
+        // Aliases and tags are matched one by one, not as JSON text.
+        (q("\",\""), vec![]),
+        (q("\":\""), vec![]),
+        (q("payments"), vec!["a", "b", "c", "e", "y", "x"]),
+        (q("/D"), vec![]),
+        (
+            KeyFilter {
+                q: some("/D"),
+                include_deleted: true,
+                ..KeyFilter::default()
+            },
+            vec!["d"],
+        ),
+        // Everything at once.
+        (
+            KeyFilter {
+                account: some(ACCOUNT),
+                region: some(REGION),
+                severity: some("high"),
+                compliant: Some(false),
+                q: some("key/"),
+                ..KeyFilter::default()
+            },
+            vec!["a", "b", "e"],
+        ),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(key_ids(store, filter.clone()).await, expected, "{filter:?}");
+    }
+
+    // Rows are the same as list_keys gives, open-finding counts included.
+    let (rows, _) = store
+        .query_keys(&KeyFilter::default(), None, 500)
+        .await
+        .expect("query keys");
+    assert_eq!(rows, store.list_keys(false).await.expect("list keys"));
+    let count = |id: &str| {
+        rows.iter()
+            .find(|r| r.key.arn == keys[id].arn)
+            .map(|r| r.open_findings)
+    };
+    assert_eq!(
+        (count("a"), count("b"), count("c")),
+        (Some(2), Some(1), Some(0))
+    );
+}
+
+async fn query_keys_pages_walk_every_key_once(store: &dyn Store) {
+    // Ids whose byte order differs from a locale's order: pages must come out alike on both.
+    let prefixes = ["Key-", "key_", "KEY.", "k", "key", "kEy~"];
+    let keys: Vec<KeyRecord> = (0..42)
+        .map(|i| key(&format!("{}{i:02}", prefixes[i % prefixes.len()])))
+        .collect();
+    let all: Vec<String> = keys.iter().map(|k| k.arn.clone()).collect();
+    let updates = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let findings = if i % 3 == 0 {
+                vec![finding("KMS-PUBLIC", "0")]
+            } else {
+                vec![]
+            };
+            update(k.clone(), readable("P"), findings)
+        })
+        .collect();
+    store
+        .apply_region_sync(&region_sync(t(0), &all, true, updates))
+        .await
+        .expect("seed");
+    // Every fifth key goes away.
+    let present: Vec<String> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 != 0)
+        .map(|(_, arn)| arn.clone())
+        .collect();
+    store
+        .apply_region_sync(&region_sync(t(60), &present, true, vec![]))
+        .await
+        .expect("delete some");
+
+    let mut sorted_all = all.clone();
+    sorted_all.sort();
+    let mut sorted_present = present.clone();
+    sorted_present.sort();
+    let noncompliant: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 0 && i % 5 != 0)
+        .map(|(_, k)| k.arn.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let live = KeyFilter::default();
+    let with_deleted = KeyFilter {
+        include_deleted: true,
+        ..KeyFilter::default()
+    };
+    let failing = KeyFilter {
+        compliant: Some(false),
+        ..KeyFilter::default()
+    };
+    for (filter, expected) in [
+        (&live, &sorted_present),
+        (&with_deleted, &sorted_all),
+        (&failing, &noncompliant),
+    ] {
+        for limit in [1, 4, 7, 500] {
+            let mut walked: Vec<String> = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let (rows, total) = store
+                    .query_keys(filter, after.as_deref(), limit)
+                    .await
+                    .expect("page");
+                assert_eq!(total, expected.len() as u64, "{filter:?} limit {limit}");
+                assert!(rows.len() <= limit as usize);
+                let Some(last) = rows.last() else { break };
+                after = Some(last.key.arn.clone());
+                walked.extend(rows.into_iter().map(|r| r.key.arn));
+            }
+            assert_eq!(&walked, expected, "{filter:?} limit {limit}");
+        }
+    }
+
+    // The cursor need not be a stored ARN: the page starts strictly after it.
+    let cursor = format!("{}!", sorted_present[9]);
+    let (rows, total) = store
+        .query_keys(&live, Some(&cursor), 3)
+        .await
+        .expect("page after a cursor");
+    assert_eq!(total, sorted_present.len() as u64);
+    assert_eq!(
+        rows.iter().map(|r| r.key.arn.clone()).collect::<Vec<_>>(),
+        sorted_present[10..13].to_vec()
+    );
+    let (rows, total) = store
+        .query_keys(&live, Some(&sorted_present[9]), 0)
+        .await
+        .expect("empty page");
+    assert!(rows.is_empty());
+    assert_eq!(total, sorted_present.len() as u64);
+}
+
+async fn find_keys_by_id_or_arn(store: &dyn Store) {
+    let eu = key("mrk-1234");
+    let us = key_in("us-east-1", "mrk-1234");
+    let gone = key("gone");
+    let plain = key("plain");
+    store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &[eu.arn.clone(), gone.arn.clone(), plain.arn.clone()],
+            true,
+            vec![
+                update(eu.clone(), readable("P"), vec![finding("KMS-PUBLIC", "0")]),
+                update(gone.clone(), readable("P"), vec![]),
+                update(plain.clone(), readable("P"), vec![]),
+            ],
+        ))
+        .await
+        .expect("seed eu");
+    let mut sync = region_sync(
+        t(0),
+        std::slice::from_ref(&us.arn),
+        true,
+        vec![update(us.clone(), readable("P"), vec![])],
+    );
+    sync.region = "us-east-1".into();
+    store.apply_region_sync(&sync).await.expect("seed us");
+    store
+        .apply_region_sync(&region_sync(
+            t(60),
+            &[eu.arn.clone(), plain.arn.clone()],
+            true,
+            vec![],
+        ))
+        .await
+        .expect("gone deleted");
+
+    let arns = |rows: Vec<KeyRow>| rows.into_iter().map(|r| r.key.arn).collect::<Vec<_>>();
+    // A multi-Region key id names one key per Region.
+    assert_eq!(
+        arns(store.find_keys("mrk-1234").await.expect("by id")),
+        vec![eu.arn.clone(), us.arn.clone()]
+    );
+    let by_arn = store.find_keys(&eu.arn).await.expect("by arn");
+    assert_eq!(by_arn.len(), 1);
+    assert_eq!(by_arn[0].key, eu);
+    assert_eq!(by_arn[0].open_findings, 1);
+    assert_eq!(
+        arns(store.find_keys("plain").await.expect("plain")),
+        vec![plain.arn.clone()]
+    );
+    // Deleted keys are found too, marked as such.
+    let deleted = store.find_keys("gone").await.expect("deleted");
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].deleted_at, Some(t(60)));
+    assert!(store.find_keys("nope").await.expect("unknown").is_empty());
+    assert!(store.find_keys("").await.expect("empty").is_empty());
+    // Exact matches only.
+    assert!(store.find_keys("mrk-").await.expect("prefix").is_empty());
+    assert!(store.find_keys("MRK-1234").await.expect("case").is_empty());
+}
+
+/// (key id, rule) of findings, for readable assertions.
+fn finding_keys(rows: &[FindingRow], keys: &BTreeMap<&'static str, KeyRecord>) -> Vec<String> {
+    rows.iter()
+        .map(|f| {
+            let id = keys
+                .iter()
+                .find(|(_, k)| k.arn == f.key_arn)
+                .map_or("?", |(id, _)| *id);
+            format!("{id}:{}", f.rule_id)
+        })
+        .collect()
+}
+
+async fn query_findings_filters_and_pages(store: &dyn Store) {
+    let keys = seed_inventory(store).await;
+    // An unchanged re-sync stamps only the keys: open findings are as fresh as their key.
+    let present = ["a", "b", "c", "e"].map(|id| keys[id].arn.clone());
+    store
+        .apply_region_sync(&region_sync(t(120), &present, true, vec![]))
+        .await
+        .expect("unchanged resync");
+
+    let (all, total) = store
+        .query_findings(&FindingFilter::default(), None, 500)
+        .await
+        .expect("all findings");
+    assert_eq!(total, 8);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ordered by id");
+    // The same rows as list_findings, last_seen computed alike.
+    let mut listed = store.list_findings(true).await.expect("list findings");
+    listed.sort_by_key(|f| f.id);
+    assert_eq!(all, listed);
+    let a_public = all
+        .iter()
+        .find(|f| f.key_arn == keys["a"].arn && f.rule_id == "KMS-PUBLIC")
+        .expect("a's KMS-PUBLIC");
+    assert_eq!((a_public.first_seen, a_public.last_seen), (t(0), t(120)));
+    let d_public = all
+        .iter()
+        .find(|f| f.key_arn == keys["d"].arn)
+        .expect("d's finding");
+    assert_eq!(
+        (d_public.status.as_str(), d_public.last_seen),
+        ("resolved", t(0))
+    );
+
+    let matching = |filter: FindingFilter| {
+        let keys = &keys;
+        async move {
+            let (rows, total) = store
+                .query_findings(&filter, None, 500)
+                .await
+                .unwrap_or_else(|e| panic!("query findings {filter:?}: {e}"));
+            assert_eq!(total, rows.len() as u64, "total of {filter:?}");
+            let mut found = finding_keys(&rows, keys);
+            found.sort();
+            found
+        }
+    };
+    let status = |s: &str| FindingFilter {
+        status: some(s),
+        ..FindingFilter::default()
+    };
+    let q = |s: &str| FindingFilter {
+        q: some(s),
+        ..FindingFilter::default()
+    };
+    let cases: Vec<(FindingFilter, Vec<&str>)> = vec![
+        (
+            status("open"),
+            vec![
+                "a:KMS-DELEGATION",
+                "a:KMS-PUBLIC",
+                "b:KMS-DELEGATION",
+                "e:KMS-DELEGATION",
+                "e:KMS-PUBLIC",
+                "y:KMS-DELEGATION",
+            ],
+        ),
+        (status("resolved"), vec!["b:KMS-NOT-ACTION", "d:KMS-PUBLIC"]),
+        (status("waived"), vec![]),
+        (
+            FindingFilter {
+                account: some(OTHER_ACCOUNT),
+                ..FindingFilter::default()
+            },
+            vec!["y:KMS-DELEGATION"],
+        ),
+        (
+            FindingFilter {
+                region: some("us-east-1"),
+                ..FindingFilter::default()
+            },
+            vec![],
+        ),
+        (
+            FindingFilter {
+                rule: some("KMS-PUBLIC"),
+                ..FindingFilter::default()
+            },
+            vec!["a:KMS-PUBLIC", "d:KMS-PUBLIC", "e:KMS-PUBLIC"],
+        ),
+        (
+            FindingFilter {
+                rule: some("KMS-PUBLIC"),
+                status: some("open"),
+                ..FindingFilter::default()
+            },
+            vec!["a:KMS-PUBLIC", "e:KMS-PUBLIC"],
+        ),
+        (
+            FindingFilter {
+                severity: some("critical"),
+                ..FindingFilter::default()
+            },
+            vec!["a:KMS-PUBLIC", "d:KMS-PUBLIC", "e:KMS-DELEGATION"],
+        ),
+        (
+            FindingFilter {
+                severity: some("critical"),
+                status: some("open"),
+                account: some(ACCOUNT),
+                region: some(REGION),
+                ..FindingFilter::default()
+            },
+            vec!["a:KMS-PUBLIC", "e:KMS-DELEGATION"],
+        ),
+        (
+            FindingFilter {
+                key_arn: Some(keys["b"].arn.clone()),
+                ..FindingFilter::default()
+            },
+            vec!["b:KMS-DELEGATION", "b:KMS-NOT-ACTION"],
+        ),
+        (q("kms-not-action FIRES"), vec!["b:KMS-NOT-ACTION"]),
+        (q("alias/e-2"), vec!["e:KMS-DELEGATION", "e:KMS-PUBLIC"]),
+        (q("KEY/Y"), vec!["y:KMS-DELEGATION"]),
+        (
+            q("fires at 1"),
+            vec!["a:KMS-DELEGATION", "e:KMS-DELEGATION"],
+        ),
+        (q("%"), vec![]),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(matching(filter.clone()).await, expected, "{filter:?}");
+    }
+
+    // Pages by id, with a stable total.
+    for limit in [1, 3, 500] {
+        let mut walked = Vec::new();
+        let mut after = None;
+        loop {
+            let (rows, total) = store
+                .query_findings(&FindingFilter::default(), after, limit)
+                .await
+                .expect("page");
+            assert_eq!(total, 8);
+            assert!(rows.len() <= limit as usize);
+            let Some(last) = rows.last() else { break };
+            after = Some(last.id);
+            walked.extend(rows);
+        }
+        assert_eq!(walked, all, "limit {limit}");
+    }
+    let open = status("open");
+    let (first, total) = store
+        .query_findings(&open, None, 4)
+        .await
+        .expect("open page 1");
+    let (second, _) = store
+        .query_findings(&open, first.last().map(|f| f.id), 4)
+        .await
+        .expect("open page 2");
+    assert_eq!((first.len(), second.len(), total), (4, 2, 6));
+
+    assert_eq!(
+        store.get_finding(a_public.id).await.expect("get"),
+        Some(a_public.clone())
+    );
+    let past_end = all.last().map_or(0, |f| f.id) + 1000;
+    assert_eq!(
+        store.get_finding(past_end).await.expect("get unknown"),
+        None
+    );
+}
+
+// --- Tokens -----------------------------------------------------------------------------------
+
+fn new_token(name: &str, role: &str, secret: &str) -> NewToken {
+    NewToken {
+        name: name.into(),
+        role: role.into(),
+        sha256: sha(secret),
+        created_at: t(0) + Duration::microseconds(250),
+    }
+}
+
+async fn tokens_create_list_authenticate_revoke(store: &dyn Store) {
+    assert!(store.list_tokens().await.expect("no tokens").is_empty());
+    let admin = store
+        .create_token(&new_token("ci-admin", "admin", "secret-1"))
+        .await
+        .expect("create admin");
+    assert_eq!(
+        (
+            admin.name.as_str(),
+            admin.role.as_str(),
+            admin.created_at,
+            admin.last_used_at,
+            admin.revoked_at
+        ),
+        (
+            "ci-admin",
+            "admin",
+            t(0) + Duration::microseconds(250),
+            None,
+            None
+        )
+    );
+    // Names and secrets are unique.
+    assert!(matches!(
+        store
+            .create_token(&new_token("ci-admin", "viewer", "secret-2"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .create_token(&new_token("other", "viewer", "secret-1"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let viewer = store
+        .create_token(&new_token("dashboard", "viewer", "secret-2"))
+        .await
+        .expect("create viewer");
+    assert!(viewer.id > admin.id);
+    assert_eq!(
+        store.list_tokens().await.expect("list"),
+        vec![admin.clone(), viewer.clone()]
+    );
+
+    let auth = |secret: &str, at: DateTime<Utc>| {
+        let hash = sha(secret);
+        async move { store.authenticate(&hash, at).await.expect("authenticate") }
+    };
+    assert_eq!(auth("unknown", t(10)).await, None);
+    let used = auth("secret-1", t(10)).await.expect("admin authenticates");
+    assert_eq!((used.id, used.last_used_at), (admin.id, Some(t(10))));
+    // Stamped at most once a minute.
+    let again = auth("secret-1", t(40)).await.expect("again");
+    assert_eq!(again.last_used_at, Some(t(10)));
+    let again = auth("secret-1", t(70))
+        .await
+        .expect("exactly a minute later");
+    assert_eq!(again.last_used_at, Some(t(10)));
+    let again = auth("secret-1", t(71)).await.expect("over a minute later");
+    assert_eq!(again.last_used_at, Some(t(71)));
+    // A clock behind the stamp does not move it back.
+    let again = auth("secret-1", t(5)).await.expect("earlier clock");
+    assert_eq!(again.last_used_at, Some(t(71)));
+    assert_eq!(
+        store.list_tokens().await.expect("list")[0].last_used_at,
+        Some(t(71))
+    );
+
+    // Revocation is stamped once and is idempotent.
+    let revoked = store
+        .revoke_token("ci-admin", t(100))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        (revoked.id, revoked.revoked_at, revoked.last_used_at),
+        (admin.id, Some(t(100)), Some(t(71)))
+    );
+    let revoked = store
+        .revoke_token("ci-admin", t(200))
+        .await
+        .expect("revoke again");
+    assert_eq!(revoked.revoked_at, Some(t(100)));
+    assert_eq!(auth("secret-1", t(300)).await, None);
+    assert_eq!(
+        auth("secret-2", t(300)).await.map(|t| t.name),
+        Some("dashboard".to_string())
+    );
+    assert!(matches!(
+        store.revoke_token("nobody", t(300)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // A revoked token keeps its name: the audit log's actors stay unambiguous.
+    assert!(matches!(
+        store
+            .create_token(&new_token("ci-admin", "admin", "secret-3"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let tokens = store.list_tokens().await.expect("list");
+    assert_eq!(
+        tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.revoked_at))
+            .collect::<Vec<_>>(),
+        vec![("ci-admin", Some(t(100))), ("dashboard", None)]
+    );
+}
+
+// --- Audit log --------------------------------------------------------------------------------
+
+const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn audit_event(i: i64) -> NewAuditEvent {
+    NewAuditEvent {
+        // Nanoseconds: the store keeps (and hashes) microseconds.
+        at: t(i) + Duration::nanoseconds(123_456_789),
+        actor: "ci-admin".into(),
+        action: "finding.waived".into(),
+        target: format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/k{i}"),
+        detail: format!(r#"{{"n":{i},"reason":"naïve \"quoted\" ✓"}}"#),
+    }
+}
+
+fn assert_linked(events: &[AuditEvent]) {
+    let mut prev = ZERO_HASH.to_string();
+    let mut prev_id = 0;
+    for e in events {
+        assert!(e.id > prev_id, "ids grow along the chain");
+        assert_eq!(e.prev_hash, prev, "entry {} links to its predecessor", e.id);
+        assert_eq!(
+            e.hash,
+            audit_hash(
+                &e.prev_hash,
+                e.at,
+                &e.actor,
+                &e.action,
+                &e.target,
+                &e.detail
+            )
+        );
+        prev = e.hash.clone();
+        prev_id = e.id;
+    }
+}
+
+async fn audit_appends_form_a_chain(store: &dyn Store) {
+    let empty = store.verify_audit().await.expect("verify empty");
+    assert_eq!(
+        (empty.events, empty.first_broken_id, empty.reason),
+        (0, None, None)
+    );
+    assert_eq!(
+        store.list_audit(None, 10).await.expect("empty log"),
+        (vec![], 0)
+    );
+
+    let mut appended = Vec::new();
+    for i in 0..5 {
+        let event = audit_event(i);
+        let entry = store.append_audit(&event).await.expect("append");
+        assert_eq!(entry.at, t(i) + Duration::microseconds(123_456));
+        assert_eq!(
+            (&entry.actor, &entry.action, &entry.target, &entry.detail),
+            (&event.actor, &event.action, &event.target, &event.detail)
+        );
+        appended.push(entry);
+    }
+    assert_eq!(appended[0].prev_hash, ZERO_HASH);
+    assert_linked(&appended);
+
+    // Read back exactly as appended (the timestamp round-trips to the hashed value).
+    let (mut stored, total) = store.list_audit(None, 500).await.expect("list");
+    assert_eq!(total, 5);
+    stored.reverse();
+    assert_eq!(stored, appended);
+
+    let verified = store.verify_audit().await.expect("verify");
+    assert_eq!(
+        (verified.events, verified.first_broken_id, verified.reason),
+        (5, None, None)
+    );
+}
+
+async fn audit_list_pages_newest_first(store: &dyn Store) {
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(
+            store
+                .append_audit(&audit_event(i))
+                .await
+                .expect("append")
+                .id,
+        );
+    }
+    ids.reverse();
+    let mut walked = Vec::new();
+    let mut before = None;
+    loop {
+        let (page, total) = store.list_audit(before, 5).await.expect("page");
+        assert_eq!(total, 12);
+        assert!(page.len() <= 5);
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        walked.extend(page.iter().map(|e| e.id));
+    }
+    assert_eq!(walked, ids);
+    let (page, _) = store.list_audit(Some(ids[2]), 2).await.expect("mid page");
+    assert_eq!(
+        page.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[3..5].to_vec()
+    );
+}
+
+/// Eight tasks on two replicas append at once: one chain, no fork, nothing lost.
+async fn concurrent_audit_appends_form_one_chain(first: Arc<dyn Store>, second: Arc<dyn Store>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..8 {
+        let store = if task % 2 == 0 {
+            Arc::clone(&first)
+        } else {
+            Arc::clone(&second)
+        };
+        tasks.spawn(async move {
+            let mut appended = Vec::new();
+            for i in 0..10 {
+                let mut event = audit_event(i);
+                event.actor = format!("task-{task}");
+                appended.push(store.append_audit(&event).await.expect("append"));
+            }
+            appended
+        });
+    }
+    let mut appended: Vec<AuditEvent> = tasks.join_all().await.into_iter().flatten().collect();
+    appended.sort_by_key(|e| e.id);
+
+    let verified = second.verify_audit().await.expect("verify");
+    assert_eq!(
+        (verified.events, verified.first_broken_id, verified.reason),
+        (80, None, None)
+    );
+    let (mut stored, total) = first.list_audit(None, 500).await.expect("list");
+    assert_eq!(total, 80);
+    stored.reverse();
+    assert_eq!(stored, appended, "each append returned what was stored");
+    assert_eq!(stored[0].prev_hash, ZERO_HASH);
+    assert_linked(&stored);
+}
+
+async fn audit_tampering_is_detected(db: &db::TestDb) {
+    let store = db.store();
+    let mut entries = Vec::new();
+    for i in 0..5 {
+        entries.push(store.append_audit(&audit_event(i)).await.expect("append"));
+    }
+    let verify = || async { store.verify_audit().await.expect("verify") };
+    let third = &entries[2];
+
+    // An edited entry no longer matches its hash.
+    let forged = r#"{"forged":true}"#;
+    assert_eq!(
+        db.execute(&format!(
+            "UPDATE audit_events SET detail = '{forged}' WHERE id = {}",
+            third.id
+        ))
+        .await,
+        1
+    );
+    let report = verify().await;
+    assert_eq!((report.events, report.first_broken_id), (5, Some(third.id)));
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("altered")),
+        "{report:?}"
+    );
+
+    // Rehashing the edited entry breaks the link of the next one instead.
+    let rehashed = audit_hash(
+        &third.prev_hash,
+        third.at,
+        &third.actor,
+        &third.action,
+        &third.target,
+        forged,
+    );
+    db.execute(&format!(
+        "UPDATE audit_events SET hash = '{rehashed}' WHERE id = {}",
+        third.id
+    ))
+    .await;
+    let report = verify().await;
+    assert_eq!(report.first_broken_id, Some(entries[3].id), "{report:?}");
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("previous entry")),
+        "{report:?}"
+    );
+
+    // Restored, the chain verifies again.
+    let original = third.detail.replace('\'', "''");
+    db.execute(&format!(
+        "UPDATE audit_events SET detail = '{original}', hash = '{}' WHERE id = {}",
+        third.hash, third.id
+    ))
+    .await;
+    let report = verify().await;
+    assert_eq!(
+        (report.events, report.first_broken_id, report.reason),
+        (5, None, None)
+    );
+
+    // A removed entry breaks the link of the one after it.
+    db.execute(&format!(
+        "DELETE FROM audit_events WHERE id = {}",
+        entries[1].id
+    ))
+    .await;
+    let report = verify().await;
+    assert_eq!((report.events, report.first_broken_id), (4, Some(third.id)));
+
+    // Appends go on after a break; the report still names the first one.
+    store
+        .append_audit(&audit_event(9))
+        .await
+        .expect("append after the break");
+    assert_eq!(verify().await.first_broken_id, Some(third.id));
+
+    // Removing the head is caught too: the new first entry does not start the chain.
+    db.execute(&format!(
+        "DELETE FROM audit_events WHERE id = {}",
+        entries[0].id
+    ))
+    .await;
+    let report = verify().await;
+    assert_eq!(report.first_broken_id, Some(third.id));
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("zero hash")),
+        "{report:?}"
+    );
+}
+
 /// `connect` creates what the URL names when it does not exist yet.
 #[tokio::test]
 async fn postgres_connect_creates_a_missing_database() {
@@ -1315,13 +2339,24 @@ async fn unsupported_urls_are_refused() {
 }
 
 macro_rules! contract {
-    (stores: [$($name:ident),* $(,)?], replicas: [$($race:ident),* $(,)?]) => {
+    (
+        stores: [$($name:ident),* $(,)?],
+        databases: [$($raw:ident),* $(,)?],
+        replicas: [$($race:ident),* $(,)?] $(,)?
+    ) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let db = crate::db::sqlite().await;
                     super::$name(db.store()).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $raw() {
+                    let db = crate::db::sqlite().await;
+                    super::$raw(&db).await;
                 }
             )*
             $(
@@ -1338,6 +2373,13 @@ macro_rules! contract {
                 async fn $name() {
                     let Some(db) = crate::db::postgres().await else { return };
                     super::$name(db.store()).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $raw() {
+                    let Some(db) = crate::db::postgres().await else { return };
+                    super::$raw(&db).await;
                 }
             )*
             $(
@@ -1368,9 +2410,20 @@ contract! {
         claim_and_release,
         stats_count_live_keys_and_open_findings,
         cancelled_sync_is_all_or_nothing,
+        query_keys_filters,
+        query_keys_pages_walk_every_key_once,
+        find_keys_by_id_or_arn,
+        query_findings_filters_and_pages,
+        tokens_create_list_authenticate_revoke,
+        audit_appends_form_a_chain,
+        audit_list_pages_newest_first,
+    ],
+    databases: [
+        audit_tampering_is_detected,
     ],
     replicas: [
         concurrent_claims_have_one_winner,
         concurrent_region_syncs_all_apply,
-    ]
+        concurrent_audit_appends_form_one_chain,
+    ],
 }

@@ -1,6 +1,7 @@
 //! The `keyward` command line: argument parsing, the offline commands `check` and `fix`, and
 //! the commands that work on the configured accounts and database.
 
+mod audit;
 mod check;
 mod error;
 mod export;
@@ -9,6 +10,7 @@ mod migrate;
 mod runtime;
 mod serve;
 mod sync;
+mod token;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
@@ -50,6 +52,60 @@ pub enum Command {
     Export(ExportArgs),
     /// Create the database if needed and apply pending migrations.
     Migrate(MigrateArgs),
+    /// Manage API tokens (the secret is printed once, only its hash is stored).
+    Token(TokenArgs),
+    /// Check the audit log.
+    ///
+    /// Exit status: 0 intact, 1 broken, 2 configuration or database error.
+    Audit(AuditArgs),
+}
+
+/// Arguments of `keyward token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+    /// Configuration file [default: ./keyward.toml when present].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// `keyward token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print its secret once.
+    Create {
+        /// A unique name: the audit log shows it as the actor.
+        #[arg(long)]
+        name: String,
+        /// viewer, operator, approver or admin.
+        #[arg(long, value_parser = ["viewer", "operator", "approver", "admin"])]
+        role: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by name.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// Arguments of `keyward audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+    /// Configuration file [default: ./keyward.toml when present].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// `keyward audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain of the audit log.
+    Verify,
 }
 
 /// Arguments of `keyward serve`.
@@ -211,6 +267,8 @@ where
         Command::Sync(args) => sync::run(args, out),
         Command::Export(args) => export::run(args, out),
         Command::Migrate(args) => migrate::run(args, out),
+        Command::Token(args) => token::run(args, out),
+        Command::Audit(args) => audit::run(args, out),
     };
     let exit = match result {
         Ok(exit) => exit,

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use super::{CliError, Exit, ServeArgs, runtime};
+use crate::clock::SystemClock;
 use crate::metrics::Metrics;
 use crate::sync::{resolve_targets, run_scheduler};
-use crate::web::{AppState, build_app, serve};
+use crate::web::{AppState, SyncTrigger, build_app, serve};
 
 /// Runs `keyward serve` until SIGINT/SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
@@ -31,8 +32,15 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
         eprintln!("keyward: listening on http://{bound}");
         tracing::info!(listen = %bound, accounts = targets.len(), "keyward serving");
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let trigger = Arc::new(SyncTrigger::new(service.clone(), targets.clone()));
         let scheduler = tokio::spawn(run_scheduler(service, targets, config.sync.interval, rx));
-        let app = build_app(AppState { store, metrics });
+        let app = build_app(AppState {
+            store,
+            metrics,
+            clock: Arc::new(SystemClock),
+            sync: Some(trigger),
+            metrics_public: config.auth.metrics_public,
+        });
         let served = serve(listener, app, async move {
             shutdown_signal().await;
             tracing::info!("shutting down");

@@ -1,7 +1,11 @@
 //! What the SQLite and Postgres stores share: error mapping, JSON columns, count conversions
 //! and the pure half of findings reconciliation, so both backends decide the same way.
 
-use super::{NewFinding, RegionSync, StoreError, StoreResult};
+use super::{
+    AuditEvent, AuditVerification, FindingFilter, KeyFilter, NewAuditEvent, NewFinding, RegionSync,
+    StoreError, StoreResult, audit_hash,
+};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::pool::PoolConnection;
@@ -218,6 +222,346 @@ pub(super) fn plan_findings<'a>(
     }
 }
 
+/// How a dynamic query's conditions differ between the backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// `expr` folded to lower case. ASCII only on both backends: SQLite's `lower()` knows no
+    /// more, and Postgres folds the same way under `COLLATE "C"`, so both filter alike.
+    fn lower(self, expr: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("lower({expr})"),
+            Dialect::Postgres => format!("lower({expr} COLLATE \"C\")"),
+        }
+    }
+
+    /// `expr` contains the substring that the LIKE pattern placeholder `p` stands for.
+    fn like(self, expr: &str, p: &str) -> String {
+        format!("{} LIKE {p} ESCAPE '\\'", self.lower(expr))
+    }
+
+    /// An alias of the key `k` contains the pattern `p`.
+    fn alias_like(self, p: &str) -> String {
+        let source = match self {
+            Dialect::Sqlite => "json_each(k.aliases) AS a",
+            Dialect::Postgres => "unnest(k.aliases) AS a(value)",
+        };
+        format!(
+            "EXISTS (SELECT 1 FROM {source} WHERE {})",
+            self.like("a.value", p)
+        )
+    }
+
+    /// A tag key or value of the key `k` contains the pattern `p`.
+    fn tag_like(self, p: &str) -> String {
+        let source = match self {
+            Dialect::Sqlite => "json_each(k.tags) AS t",
+            Dialect::Postgres => "jsonb_each_text(k.tags) AS t(key, value)",
+        };
+        format!(
+            "EXISTS (SELECT 1 FROM {source} WHERE {} OR {})",
+            self.like("t.key", p),
+            self.like("t.value", p)
+        )
+    }
+}
+
+/// A value bound to a dynamic query's placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The conditions of a filtered listing, with their bound values in placeholder order: only
+/// the filters given become SQL, so each combination gets a plan of its own.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Conditions {
+    conditions: Vec<String>,
+    pub args: Vec<Arg>,
+}
+
+impl Conditions {
+    /// Binds a value; returns its placeholder.
+    pub fn arg(&mut self, value: Arg) -> String {
+        self.args.push(value);
+        format!("${}", self.args.len())
+    }
+
+    fn text(&mut self, value: &str) -> String {
+        self.arg(Arg::Text(value.to_string()))
+    }
+
+    pub fn push(&mut self, condition: String) {
+        self.conditions.push(condition);
+    }
+
+    /// `WHERE …`, or nothing when no condition narrows.
+    pub fn where_clause(&self) -> String {
+        if self.conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.conditions.join(" AND "))
+        }
+    }
+}
+
+/// A page of a filtered listing and the count of all its matches, as SQL with bound values.
+pub(super) struct PagedQuery {
+    pub page_sql: String,
+    pub page_args: Vec<Arg>,
+    pub count_sql: String,
+    pub count_args: Vec<Arg>,
+}
+
+impl PagedQuery {
+    /// `select` (`SELECT … FROM …`) narrowed by `filter`, strictly after the cursor (its column
+    /// and value), in `order` (which must start with the cursor column), at most `limit` rows;
+    /// `count_from` (`… FROM …`) narrowed by `filter` alone.
+    pub fn new(
+        select: &str,
+        count_from: &str,
+        filter: Conditions,
+        after: Option<(&str, Arg)>,
+        order: &str,
+        limit: u32,
+    ) -> Self {
+        let count_sql = format!(
+            "SELECT COUNT(*) AS n FROM {count_from} {}",
+            filter.where_clause()
+        );
+        let count_args = filter.args.clone();
+        let mut page = filter;
+        if let Some((column, value)) = after {
+            let p = page.arg(value);
+            page.push(format!("{column} > {p}"));
+        }
+        let limit = page.arg(Arg::Int(i64::from(limit)));
+        Self {
+            page_sql: format!(
+                "{select} {} ORDER BY {order} LIMIT {limit}",
+                page.where_clause()
+            ),
+            page_args: page.args,
+            count_sql,
+            count_args,
+        }
+    }
+}
+
+/// A LIKE pattern for "contains `q`", ASCII case-folded, with LIKE's wildcards escaped.
+pub(super) fn contains_pattern(q: &str) -> String {
+    let mut pattern = String::with_capacity(q.len() + 2);
+    pattern.push('%');
+    for c in q.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c.to_ascii_lowercase());
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// The conditions of [`KeyFilter`] over `keys k`.
+pub(super) fn key_conditions(filter: &KeyFilter, dialect: Dialect) -> Conditions {
+    let mut c = Conditions::default();
+    if !filter.include_deleted {
+        c.push("k.deleted_at IS NULL".into());
+    }
+    if let Some(account) = &filter.account {
+        let p = c.text(account);
+        c.push(format!("k.account_id = {p}"));
+    }
+    if let Some(region) = &filter.region {
+        let p = c.text(region);
+        c.push(format!("k.region = {p}"));
+    }
+    // Rule and severity must hold for one and the same open finding.
+    if filter.rule.is_some() || filter.severity.is_some() {
+        let mut finding = String::from(
+            "EXISTS (SELECT 1 FROM findings f WHERE f.key_arn = k.arn AND f.status = 'open'",
+        );
+        if let Some(rule) = &filter.rule {
+            let p = c.text(rule);
+            finding.push_str(&format!(" AND f.rule_id = {p}"));
+        }
+        if let Some(severity) = &filter.severity {
+            let p = c.text(severity);
+            finding.push_str(&format!(" AND f.severity = {p}"));
+        }
+        finding.push(')');
+        c.push(finding);
+    }
+    if let Some(compliant) = filter.compliant {
+        let not = if compliant { "NOT " } else { "" };
+        c.push(format!(
+            "{not}EXISTS (SELECT 1 FROM findings f WHERE f.key_arn = k.arn AND f.status = 'open')"
+        ));
+    }
+    if let Some(q) = &filter.q {
+        let p = c.text(&contains_pattern(q));
+        c.push(format!(
+            "({} OR {} OR {} OR {} OR {})",
+            dialect.like("k.arn", &p),
+            dialect.like("k.key_id", &p),
+            dialect.like("k.description", &p),
+            dialect.alias_like(&p),
+            dialect.tag_like(&p)
+        ));
+    }
+    c
+}
+
+/// The conditions of [`FindingFilter`] over `findings f JOIN keys k`.
+pub(super) fn finding_conditions(filter: &FindingFilter, dialect: Dialect) -> Conditions {
+    let mut c = Conditions::default();
+    for (column, value) in [
+        ("k.account_id", &filter.account),
+        ("k.region", &filter.region),
+        ("f.rule_id", &filter.rule),
+        ("f.severity", &filter.severity),
+        ("f.status", &filter.status),
+        ("f.key_arn", &filter.key_arn),
+    ] {
+        if let Some(value) = value {
+            let p = c.text(value);
+            c.push(format!("{column} = {p}"));
+        }
+    }
+    if let Some(q) = &filter.q {
+        let p = c.text(&contains_pattern(q));
+        c.push(format!(
+            "({} OR {} OR {} OR {})",
+            dialect.like("f.key_arn", &p),
+            dialect.like("k.key_id", &p),
+            dialect.alias_like(&p),
+            dialect.like("f.message", &p)
+        ));
+    }
+    c
+}
+
+/// Authentication records a token's use at most this often.
+pub(super) const TOKEN_USE_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// Whether a token last used at `last_used_at` gets a new stamp at `now`.
+pub(super) fn stamp_due(last_used_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    last_used_at.is_none_or(|at| at < now - TOKEN_USE_INTERVAL)
+}
+
+/// The `prev_hash` of the first audit entry.
+pub(super) const GENESIS_HASH: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// How many audit entries verification reads at a time.
+pub(super) const AUDIT_BATCH: u16 = 1000;
+
+/// The entry to append after the entry hashed `prev_hash` (`None`: the log is empty), its id
+/// still 0. `at` is cut to the microseconds both databases store, so the hash recomputed from
+/// the stored row is the hash computed here.
+pub(super) fn chain_audit(prev_hash: Option<String>, event: &NewAuditEvent) -> AuditEvent {
+    let prev_hash = prev_hash.unwrap_or_else(|| GENESIS_HASH.to_string());
+    let at = event.at.trunc_subsecs(6);
+    let hash = audit_hash(
+        &prev_hash,
+        at,
+        &event.actor,
+        &event.action,
+        &event.target,
+        &event.detail,
+    );
+    AuditEvent {
+        id: 0,
+        at,
+        actor: event.actor.clone(),
+        action: event.action.clone(),
+        target: event.target.clone(),
+        detail: event.detail.clone(),
+        prev_hash,
+        hash,
+    }
+}
+
+/// Walks the audit chain entry by entry in id order, remembering the first break.
+pub(super) struct ChainCheck {
+    events: u64,
+    /// The stored hash of the previous entry, and its id.
+    previous: Option<(i64, String)>,
+    broken: Option<(i64, String)>,
+}
+
+impl ChainCheck {
+    pub fn new() -> Self {
+        Self {
+            events: 0,
+            previous: None,
+            broken: None,
+        }
+    }
+
+    /// Checks the next entry; `event` is an error when its row could not be read.
+    pub fn check(&mut self, id: i64, event: StoreResult<AuditEvent>) {
+        self.events += 1;
+        if self.broken.is_some() {
+            return;
+        }
+        let event = match event {
+            Ok(event) => event,
+            Err(err) => {
+                self.broken = Some((id, format!("the entry cannot be read: {err}")));
+                return;
+            }
+        };
+        let expected = self.previous.as_ref().map_or(GENESIS_HASH, |(_, h)| h);
+        if event.prev_hash != expected {
+            let reason = match &self.previous {
+                None => "prev_hash of the first entry is not the zero hash: entries before it \
+                         were removed"
+                    .to_string(),
+                Some((previous, _)) => format!(
+                    "prev_hash is not the hash of the previous entry (id {previous}): an entry \
+                     was removed, inserted or rewritten"
+                ),
+            };
+            self.broken = Some((id, reason));
+            return;
+        }
+        let hash = audit_hash(
+            &event.prev_hash,
+            event.at,
+            &event.actor,
+            &event.action,
+            &event.target,
+            &event.detail,
+        );
+        if hash != event.hash {
+            self.broken = Some((
+                id,
+                "hash does not match the entry's content: the entry was altered".to_string(),
+            ));
+            return;
+        }
+        self.previous = Some((id, event.hash));
+    }
+
+    pub fn finish(self) -> AuditVerification {
+        let (first_broken_id, reason) = match self.broken {
+            Some((id, reason)) => (Some(id), Some(reason)),
+            None => (None, None),
+        };
+        AuditVerification {
+            events: self.events,
+            first_broken_id,
+            reason,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +630,87 @@ mod tests {
         assert_eq!(plan.resolve, vec![2]);
         assert_eq!(plan.upsert.len(), 3, "duplicates collapse");
         assert_eq!(plan.opened, 2, "E is new, C reopens, A stays open");
+    }
+
+    #[test]
+    fn contains_pattern_escapes_like_wildcards_and_folds_ascii() {
+        assert_eq!(contains_pattern("Team_50%"), r"%team\_50\%%");
+        assert_eq!(contains_pattern(r"a\b"), r"%a\\b%");
+        assert_eq!(contains_pattern("ÉTÉ"), "%ÉtÉ%");
+        assert_eq!(contains_pattern(""), "%%");
+    }
+
+    #[test]
+    fn paged_query_numbers_cursor_and_limit_after_the_filter() {
+        let filter = KeyFilter {
+            account: Some("1".into()),
+            q: Some("x".into()),
+            ..KeyFilter::default()
+        };
+        let query = PagedQuery::new(
+            "SELECT * FROM keys k",
+            "keys k",
+            key_conditions(&filter, Dialect::Postgres),
+            Some(("k.arn", Arg::Text("after".into()))),
+            "k.arn",
+            10,
+        );
+        assert_eq!(query.count_args.len(), 2);
+        assert!(query.count_sql.contains("k.account_id = $1"));
+        assert!(!query.count_sql.contains("$3"));
+        assert!(
+            query
+                .page_sql
+                .ends_with("AND k.arn > $3 ORDER BY k.arn LIMIT $4")
+        );
+        assert_eq!(
+            query.page_args[2..],
+            [Arg::Text("after".into()), Arg::Int(10)]
+        );
+        let everything = key_conditions(
+            &KeyFilter {
+                include_deleted: true,
+                ..KeyFilter::default()
+            },
+            Dialect::Sqlite,
+        );
+        assert_eq!(everything.where_clause(), "");
+    }
+
+    #[test]
+    fn token_use_is_stamped_at_most_once_a_minute() {
+        let now = chrono::Utc::now();
+        assert!(stamp_due(None, now));
+        assert!(!stamp_due(Some(now - TOKEN_USE_INTERVAL), now));
+        assert!(stamp_due(
+            Some(now - TOKEN_USE_INTERVAL - chrono::TimeDelta::microseconds(1)),
+            now
+        ));
+        assert!(!stamp_due(Some(now + TOKEN_USE_INTERVAL), now));
+    }
+
+    #[test]
+    fn chained_entries_keep_microseconds() {
+        let at = DateTime::from_timestamp(1_700_000_000, 123_456_789).expect("valid time");
+        let event = NewAuditEvent {
+            at,
+            actor: "a".into(),
+            action: "b".into(),
+            target: "c".into(),
+            detail: "{}".into(),
+        };
+        let first = chain_audit(None, &event);
+        assert_eq!(first.prev_hash, GENESIS_HASH);
+        assert_eq!(first.at.timestamp_subsec_nanos(), 123_456_000);
+        let second = chain_audit(Some(first.hash.clone()), &event);
+        assert_eq!(second.prev_hash, first.hash);
+        assert_ne!(second.hash, first.hash);
+        let mut check = ChainCheck::new();
+        check.check(1, Ok(first));
+        check.check(2, Ok(second.clone()));
+        check.check(3, Ok(second));
+        let report = check.finish();
+        assert_eq!((report.events, report.first_broken_id), (3, Some(3)));
     }
 
     #[test]

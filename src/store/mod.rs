@@ -230,6 +230,118 @@ pub struct StoreStats {
     pub open_findings: Vec<(String, String, u64)>,
 }
 
+/// An API token as stored: only the SHA-256 of the secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRow {
+    pub id: i64,
+    /// Unique; shown in the audit log as the actor.
+    pub name: String,
+    /// `viewer`, `operator`, `approver` or `admin`.
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A token to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub name: String,
+    pub role: String,
+    /// Lower-case hex SHA-256 of the secret.
+    pub sha256: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One entry of the append-only audit log. `hash` = SHA-256 over `prev_hash` and the entry's own
+/// content ([`audit_hash`]), so any edit or deletion breaks the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// Who: a token name, `cli:<user>`, or `keyward` for the service itself.
+    pub actor: String,
+    /// What, e.g. `sync.triggered`, `token.created`.
+    pub action: String,
+    /// On what, e.g. a key ARN or a token name.
+    pub target: String,
+    /// Canonical JSON text with the details.
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// An audit entry to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    /// Canonical JSON text (serde_json::to_string of a value).
+    pub detail: String,
+}
+
+/// The result of checking the audit hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditVerification {
+    pub events: u64,
+    /// The first entry whose hash or link does not match, when the chain is broken.
+    pub first_broken_id: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// The hash of an audit entry: SHA-256 (hex) of the previous hash and the entry's fields, each
+/// length-prefixed so no two different entries serialise alike. Timestamps use RFC 3339 with
+/// microseconds and `Z`.
+pub fn audit_hash(
+    prev_hash: &str,
+    at: DateTime<Utc>,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    for part in [prev_hash, at.as_str(), actor, action, target, detail] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Filters of the key list; every field narrows, `None` does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    pub account: Option<String>,
+    pub region: Option<String>,
+    /// Keys with an open finding of this rule.
+    pub rule: Option<String>,
+    /// Keys with an open finding of this severity.
+    pub severity: Option<String>,
+    /// `compliant` = no open finding.
+    pub compliant: Option<bool>,
+    /// Case-insensitive substring of the ARN, key id, description, an alias, or a tag key/value.
+    pub q: Option<String>,
+    pub include_deleted: bool,
+}
+
+/// Filters of the finding list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FindingFilter {
+    pub account: Option<String>,
+    pub region: Option<String>,
+    pub rule: Option<String>,
+    pub severity: Option<String>,
+    /// `open`, `resolved` or `waived`; `None` = every status.
+    pub status: Option<String>,
+    pub key_arn: Option<String>,
+    /// Case-insensitive substring of the key ARN, key id, an alias, or the message.
+    pub q: Option<String>,
+}
+
 /// The storage contract; SQLite and Postgres implement it identically.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -306,6 +418,49 @@ pub trait Store: Send + Sync {
     async fn policy_versions(&self, key_arn: &str) -> StoreResult<Vec<PolicyVersionRow>>;
     /// Counts for metrics.
     async fn stats(&self) -> StoreResult<StoreStats>;
+
+    /// Live keys (and deleted ones when asked) matching `filter`, ordered by ARN, strictly after
+    /// `after` (an ARN), at most `limit`; with the total count of matches (ignoring paging).
+    async fn query_keys(
+        &self,
+        filter: &KeyFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<(Vec<KeyRow>, u64)>;
+    /// Keys whose ARN or key id is `id_or_arn` (a multi-Region key id names one key per Region).
+    async fn find_keys(&self, id_or_arn: &str) -> StoreResult<Vec<KeyRow>>;
+    /// Findings matching `filter`, ordered by id, strictly after `after`, at most `limit`; with
+    /// the total count of matches.
+    async fn query_findings(
+        &self,
+        filter: &FindingFilter,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<(Vec<FindingRow>, u64)>;
+    async fn get_finding(&self, id: i64) -> StoreResult<Option<FindingRow>>;
+
+    /// Creates a token; a name already used is a `Conflict`.
+    async fn create_token(&self, token: &NewToken) -> StoreResult<TokenRow>;
+    /// Every token, revoked ones included, by id.
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRow>>;
+    /// Revokes the token with this name; `NotFound` if there is none, idempotent otherwise.
+    async fn revoke_token(&self, name: &str, now: DateTime<Utc>) -> StoreResult<TokenRow>;
+    /// The unrevoked token with this secret hash; records its use (at most once a minute, so
+    /// reads do not become writes on every request).
+    async fn authenticate(&self, sha256: &str, now: DateTime<Utc>)
+    -> StoreResult<Option<TokenRow>>;
+
+    /// Appends to the audit log, chaining the hash to the previous entry atomically (entries
+    /// appended concurrently, also from several replicas, still form one chain).
+    async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// Audit entries newest first, strictly before `before` (an id), at most `limit`; with the total.
+    async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<(Vec<AuditEvent>, u64)>;
+    /// Recomputes the whole chain.
+    async fn verify_audit(&self) -> StoreResult<AuditVerification>;
 }
 
 /// Opens (creating if missing) the database a URL names and applies migrations.

@@ -2,18 +2,20 @@
 //! share the work through lease rows claimed with `FOR UPDATE SKIP LOCKED`.
 
 use super::common::{
-    ExistingFinding, Tx, count, db_err, from_json, listed, migrate_err, plan_findings, run_status,
-    to_i64, to_json,
+    AUDIT_BATCH, Arg, ChainCheck, Dialect, ExistingFinding, PagedQuery, TOKEN_USE_INTERVAL, Tx,
+    chain_audit, count, db_err, finding_conditions, from_json, key_conditions, listed, migrate_err,
+    plan_findings, run_status, stamp_due, to_i64, to_json,
 };
 use super::{
-    AccountRow, FindingRow, KeyFingerprint, KeyRecord, KeyRow, KeyUpdate, PolicyState,
+    AccountRow, AuditEvent, AuditVerification, FindingFilter, FindingRow, KeyFilter,
+    KeyFingerprint, KeyRecord, KeyRow, KeyUpdate, NewAuditEvent, NewToken, PolicyState,
     PolicyVersionRow, RegionSync, RegionSyncOutcome, Store, StoreError, StoreResult, StoreStats,
-    SyncRunFinish, SyncRunRow,
+    SyncRunFinish, SyncRunRow, TokenRow,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row};
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,6 +31,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 const NO_SUCH_DATABASE: &str = "3D000";
 /// SQLSTATE duplicate_database: another replica created it first.
 const DUPLICATE_DATABASE: &str = "42P04";
+
+/// The transaction-scoped advisory lock that serialises audit appenders across replicas
+/// ("kwaudit" in ASCII); nothing else takes it.
+const AUDIT_LOCK: i64 = 0x006b_7761_7564_6974;
+
+/// A snapshot for reads that must agree with each other (a page and its total).
+const READ_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 
 /// [`Store`] on a Postgres database.
 #[derive(Debug, Clone)]
@@ -112,6 +121,104 @@ fn key_row(row: &PgRow) -> StoreResult<KeyRow> {
         last_seen: get(row, "last_seen")?,
         deleted_at: get(row, "deleted_at")?,
     })
+}
+
+const FINDING_COLUMNS: &str = "f.id, f.key_arn, k.account_id, k.region, f.rule_id, \
+    f.locator, f.severity, f.status, f.statement_index, f.sid, f.message, f.policy_sha256, \
+    f.first_seen, f.last_seen, f.resolved_at, k.last_seen AS key_last_seen, \
+    k.deleted_at AS key_deleted_at";
+
+fn finding_row(row: &PgRow) -> StoreResult<FindingRow> {
+    let status: String = get(row, "status")?;
+    let mut last_seen: DateTime<Utc> = get(row, "last_seen")?;
+    let key_deleted_at: Option<DateTime<Utc>> = get(row, "key_deleted_at")?;
+    // An unchanged re-sync stamps only the key; the finding is as fresh as its key.
+    if status == "open" && key_deleted_at.is_none() {
+        last_seen = last_seen.max(get(row, "key_last_seen")?);
+    }
+    Ok(FindingRow {
+        id: get(row, "id")?,
+        key_arn: get(row, "key_arn")?,
+        account_id: get(row, "account_id")?,
+        region: get(row, "region")?,
+        rule_id: get(row, "rule_id")?,
+        locator: get(row, "locator")?,
+        severity: get(row, "severity")?,
+        status,
+        statement_index: get(row, "statement_index")?,
+        sid: get(row, "sid")?,
+        message: get(row, "message")?,
+        policy_sha256: get(row, "policy_sha256")?,
+        first_seen: get(row, "first_seen")?,
+        last_seen,
+        resolved_at: get(row, "resolved_at")?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "id, name, role, created_at, last_used_at, revoked_at";
+
+fn token_row(row: &PgRow) -> StoreResult<TokenRow> {
+    Ok(TokenRow {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        role: get(row, "role")?,
+        created_at: get(row, "created_at")?,
+        last_used_at: get(row, "last_used_at")?,
+        revoked_at: get(row, "revoked_at")?,
+    })
+}
+
+const AUDIT_COLUMNS: &str = "id, at, actor, action, target, detail, prev_hash, hash";
+
+fn audit_row(row: &PgRow) -> StoreResult<AuditEvent> {
+    Ok(AuditEvent {
+        id: get(row, "id")?,
+        at: get(row, "at")?,
+        actor: get(row, "actor")?,
+        action: get(row, "action")?,
+        target: get(row, "target")?,
+        detail: get(row, "detail")?,
+        prev_hash: get(row, "prev_hash")?,
+        hash: get(row, "hash")?,
+    })
+}
+
+type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
+/// Binds a dynamic query's values in placeholder order.
+fn bind_args<'q>(mut query: Query<'q>, args: &'q [Arg]) -> Query<'q> {
+    for arg in args {
+        query = match arg {
+            Arg::Text(text) => query.bind(text.as_str()),
+            Arg::Int(n) => query.bind(*n),
+        };
+    }
+    query
+}
+
+/// Reads a page and its total in one snapshot, so that they agree.
+async fn page_and_total<T>(
+    pool: &PgPool,
+    query: &PagedQuery,
+    decode: fn(&PgRow) -> StoreResult<T>,
+) -> StoreResult<(Vec<T>, u64)> {
+    let mut tx = Tx::<Postgres>::begin(pool, READ_SNAPSHOT).await?;
+    let result = async {
+        let rows = bind_args(sqlx::query(&query.page_sql), &query.page_args)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(decode)
+            .collect::<StoreResult<Vec<T>>>()?;
+        let total = bind_args(sqlx::query(&query.count_sql), &query.count_args)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        Ok((rows, count("total", get(&total, "n")?)?))
+    }
+    .await;
+    tx.finish(result).await
 }
 
 const RUN_COLUMNS: &str = "id, account_id, region, started_at, finished_at, status, keys_seen, \
@@ -619,46 +726,17 @@ impl Store for PostgresStore {
     }
 
     async fn list_findings(&self, include_resolved: bool) -> StoreResult<Vec<FindingRow>> {
-        sqlx::query(
-            "SELECT f.id, f.key_arn, k.account_id, k.region, f.rule_id, f.locator, f.severity, \
-                 f.status, f.statement_index, f.sid, f.message, f.policy_sha256, f.first_seen, \
-                 f.last_seen, f.resolved_at, k.last_seen AS key_last_seen, \
-                 k.deleted_at AS key_deleted_at \
-             FROM findings f JOIN keys k ON k.arn = f.key_arn \
+        sqlx::query(&format!(
+            "SELECT {FINDING_COLUMNS} FROM findings f JOIN keys k ON k.arn = f.key_arn \
              WHERE $1 OR f.status = 'open' \
-             ORDER BY f.key_arn, f.rule_id, f.locator",
-        )
+             ORDER BY f.key_arn, f.rule_id, f.locator"
+        ))
         .bind(include_resolved)
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?
         .iter()
-        .map(|row| {
-            let status: String = get(row, "status")?;
-            let mut last_seen: DateTime<Utc> = get(row, "last_seen")?;
-            let key_deleted_at: Option<DateTime<Utc>> = get(row, "key_deleted_at")?;
-            // An unchanged re-sync stamps only the key; the finding is as fresh as its key.
-            if status == "open" && key_deleted_at.is_none() {
-                last_seen = last_seen.max(get(row, "key_last_seen")?);
-            }
-            Ok(FindingRow {
-                id: get(row, "id")?,
-                key_arn: get(row, "key_arn")?,
-                account_id: get(row, "account_id")?,
-                region: get(row, "region")?,
-                rule_id: get(row, "rule_id")?,
-                locator: get(row, "locator")?,
-                severity: get(row, "severity")?,
-                status,
-                statement_index: get(row, "statement_index")?,
-                sid: get(row, "sid")?,
-                message: get(row, "message")?,
-                policy_sha256: get(row, "policy_sha256")?,
-                first_seen: get(row, "first_seen")?,
-                last_seen,
-                resolved_at: get(row, "resolved_at")?,
-            })
-        })
+        .map(finding_row)
         .collect()
     }
 
@@ -687,11 +765,7 @@ impl Store for PostgresStore {
 
     async fn stats(&self) -> StoreResult<StoreStats> {
         // One snapshot, so the three counts agree with each other.
-        let mut tx = Tx::<Postgres>::begin(
-            &self.pool,
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        )
-        .await?;
+        let mut tx = Tx::<Postgres>::begin(&self.pool, READ_SNAPSHOT).await?;
         let result = async {
             let live: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE deleted_at IS NULL")
@@ -731,5 +805,245 @@ impl Store for PostgresStore {
         }
         .await;
         tx.finish(result).await
+    }
+
+    async fn query_keys(
+        &self,
+        filter: &KeyFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<(Vec<KeyRow>, u64)> {
+        // k.arn is COLLATE "C": byte order, the same pages as on SQLite.
+        let query = PagedQuery::new(
+            &format!("SELECT {KEY_COLUMNS} FROM keys k"),
+            "keys k",
+            key_conditions(filter, Dialect::Postgres),
+            after.map(|arn| ("k.arn", Arg::Text(arn.to_string()))),
+            "k.arn",
+            limit,
+        );
+        page_and_total(&self.pool, &query, key_row).await
+    }
+
+    async fn find_keys(&self, id_or_arn: &str) -> StoreResult<Vec<KeyRow>> {
+        sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys k WHERE k.arn = $1 OR k.key_id = $1 \
+             ORDER BY k.deleted_at IS NOT NULL, k.arn"
+        ))
+        .bind(id_or_arn)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(key_row)
+        .collect()
+    }
+
+    async fn query_findings(
+        &self,
+        filter: &FindingFilter,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<(Vec<FindingRow>, u64)> {
+        let query = PagedQuery::new(
+            &format!("SELECT {FINDING_COLUMNS} FROM findings f JOIN keys k ON k.arn = f.key_arn"),
+            "findings f JOIN keys k ON k.arn = f.key_arn",
+            finding_conditions(filter, Dialect::Postgres),
+            after.map(|id| ("f.id", Arg::Int(id))),
+            "f.id",
+            limit,
+        );
+        page_and_total(&self.pool, &query, finding_row).await
+    }
+
+    async fn get_finding(&self, id: i64) -> StoreResult<Option<FindingRow>> {
+        sqlx::query(&format!(
+            "SELECT {FINDING_COLUMNS} FROM findings f JOIN keys k ON k.arn = f.key_arn \
+             WHERE f.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(finding_row)
+        .transpose()
+    }
+
+    async fn create_token(&self, token: &NewToken) -> StoreResult<TokenRow> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO api_tokens (name, sha256, role, created_at) VALUES ($1, $2, $3, $4) \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(&token.name)
+        .bind(&token.sha256)
+        .bind(&token.role)
+        .bind(token.created_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        token_row(&row)
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRow>> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(token_row)
+        .collect()
+    }
+
+    async fn revoke_token(&self, name: &str, now: DateTime<Utc>) -> StoreResult<TokenRow> {
+        let row = sqlx::query(&format!(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE name = $1 \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        match row {
+            Some(row) => token_row(&row),
+            None => Err(StoreError::NotFound(format!("token {name:?}"))),
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        sha256: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<TokenRow>> {
+        let select = format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE sha256 = $1 AND revoked_at IS NULL"
+        );
+        // A read first: most requests find a recent stamp and write nothing.
+        let token = sqlx::query(&select)
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(token_row)
+            .transpose()?;
+        match token {
+            Some(token) if stamp_due(token.last_used_at, now) => {}
+            other => return Ok(other),
+        }
+        // The stamp is conditional again: another request may have stamped it, or an admin
+        // revoked it, since the read.
+        let stamped = sqlx::query(&format!(
+            "UPDATE api_tokens SET last_used_at = $2 WHERE sha256 = $1 \
+             AND revoked_at IS NULL AND (last_used_at IS NULL OR last_used_at < $3) \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(sha256)
+        .bind(now)
+        .bind(now - TOKEN_USE_INTERVAL)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let row = match stamped {
+            Some(row) => Some(row),
+            None => sqlx::query(&select)
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?,
+        };
+        row.as_ref().map(token_row).transpose()
+    }
+
+    async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<AuditEvent> {
+        // The advisory lock is held from the read of the last hash to the commit: appenders on
+        // every replica chain one after the other, and ids grow along the chain.
+        let mut tx = Tx::<Postgres>::begin(&self.pool, "BEGIN").await?;
+        let result = async {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(AUDIT_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let prev_hash: Option<String> =
+                sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            let mut entry = chain_audit(prev_hash, event);
+            entry.id = sqlx::query_scalar(
+                "INSERT INTO audit_events (at, actor, action, target, detail, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind(entry.at)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.target)
+            .bind(&entry.detail)
+            .bind(&entry.prev_hash)
+            .bind(&entry.hash)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok(entry)
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<(Vec<AuditEvent>, u64)> {
+        let mut tx = Tx::<Postgres>::begin(&self.pool, READ_SNAPSHOT).await?;
+        let result = async {
+            let events = sqlx::query(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(audit_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            Ok((events, count("total", total)?))
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn verify_audit(&self) -> StoreResult<AuditVerification> {
+        // Batches by id, each its own read: a long log never sits in memory, and no snapshot
+        // stays open for the whole walk.
+        let mut check = ChainCheck::new();
+        let mut after = 0_i64;
+        loop {
+            let rows = sqlx::query(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2"
+            ))
+            .bind(after)
+            .bind(i64::from(AUDIT_BATCH))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            for row in &rows {
+                let id: i64 = get(row, "id")?;
+                check.check(id, audit_row(row));
+                after = id;
+            }
+            if rows.len() < usize::from(AUDIT_BATCH) {
+                return Ok(check.finish());
+            }
+        }
     }
 }

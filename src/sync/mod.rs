@@ -16,7 +16,7 @@ use crate::config::{AccountConfig, Config};
 use crate::metrics::Metrics;
 use crate::store::{AccountRow, RegionSync, RegionSyncOutcome, Store, StoreError, SyncRunFinish};
 
-pub use fetch::{KeyFetch, evaluation_key, fetch_key};
+pub use fetch::{KeyFetch, evaluation_key, fetch_key, sha256_hex};
 pub use scheduler::run_scheduler;
 
 /// One account Keyward watches, resolved from configuration.

@@ -1,32 +1,140 @@
-//! The HTTP server: router, shared state and the operational endpoints.
+//! The HTTP server: router, shared state, middleware and the operational endpoints.
+
+pub mod api;
+pub mod auth;
+pub mod error;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 
+use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{Store, SyncRunRow};
+use crate::store::{NewAuditEvent, Store, SyncRunRow};
+use crate::sync::{Due, SyncService, Target};
+use auth::Caller;
+use error::ApiError;
+
+/// The largest request body accepted, in bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    /// Starts sync passes on request; `None` on a server that does not sync.
+    pub sync: Option<Arc<SyncTrigger>>,
+    /// Serve `/metrics` without a token.
+    pub metrics_public: bool,
 }
 
-/// The application's routes.
+/// Starts at most one API-requested sync pass at a time, in the background.
+pub struct SyncTrigger {
+    service: Arc<SyncService>,
+    targets: Vec<Target>,
+    running: Arc<AtomicBool>,
+}
+
+impl SyncTrigger {
+    /// A trigger for passes over `targets`.
+    pub fn new(service: Arc<SyncService>, targets: Vec<Target>) -> Self {
+        SyncTrigger {
+            service,
+            targets,
+            running: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// True while a pass started here is running.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Starts a pass unless one is running; false when one was.
+    pub fn start(&self) -> bool {
+        if self.running.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let service = self.service.clone();
+        let targets = self.targets.clone();
+        let running = self.running.clone();
+        tokio::spawn(async move {
+            if let Err(e) = service.run_pass(&targets, None, Due::Always).await {
+                tracing::error!(error = %e, "requested sync pass could not run");
+            }
+            running.store(false, Ordering::SeqCst);
+        });
+        true
+    }
+}
+
+/// Appends to the audit log; a mutation whose audit entry cannot be written must not happen.
+pub async fn record_audit(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    state
+        .store
+        .append_audit(&NewAuditEvent {
+            at: state.clock.now(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            detail: detail.to_string(),
+        })
+        .await?;
+    Ok(())
+}
+
+/// The application's routes, and the OpenAPI document of the API.
 pub fn build_app(state: AppState) -> Router {
+    let (api, _) = api::router();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+/// Headers every response carries: no sniffing, no framing, no referrer leaks.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains open requests.
@@ -71,7 +179,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+    if !state.metrics_public {
+        let (mut parts, _) = request.into_parts();
+        use axum::extract::FromRequestParts;
+        if let Err(e) = Caller::from_request_parts(&mut parts, &state).await {
+            return e.into_response();
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

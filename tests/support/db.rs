@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use keyward::store::{self, Store};
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use std::sync::Arc;
 
 /// The variable naming the Postgres server (any database on it; a fresh one is created).
@@ -31,6 +31,27 @@ impl TestDb {
 
     pub fn shared(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
+    }
+
+    /// Runs raw SQL on the test database behind the store's back (to tamper with rows, say);
+    /// returns how many rows it changed.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        let done = if self.postgres.is_some() {
+            let mut conn = PgConnection::connect(&self.url)
+                .await
+                .expect("connect to the test database");
+            let done = conn.execute(sql).await;
+            let _ = conn.close().await;
+            done.map(|d| d.rows_affected())
+        } else {
+            let mut conn = SqliteConnection::connect(&self.url)
+                .await
+                .expect("open the test database");
+            let done = conn.execute(sql).await;
+            let _ = conn.close().await;
+            done.map(|d| d.rows_affected())
+        };
+        done.unwrap_or_else(|e| panic!("raw SQL {sql:?} failed: {e}"))
     }
 
     /// A second store on the same database, as another replica would open it.
