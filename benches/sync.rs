@@ -2,9 +2,10 @@
 //! account·region, beside the raw request ceiling of the same server measured in the same run
 //! (a plain aws-sdk-kms client issuing the same requests at the same concurrency).
 //!
-//!   cargo bench --bench sync [-- --keys N] [--concurrency C] [--seed-concurrency C]
+//!   cargo bench --bench sync [-- --keys N] [--concurrency C] [--rounds R] [--seed-concurrency C]
 //!
-//! N defaults to `KEYWARD_BENCH_KEYS` or 2000; C to the configuration's `sync.concurrency`.
+//! N defaults to `KEYWARD_BENCH_KEYS` or 2000; C to the configuration's `sync.concurrency`;
+//! R (rounds of ceiling → full sync into a fresh database → unchanged re-sync) to 3.
 //! bench/README.md has the figures and how to read them.
 //!
 //! A bench target is a client of Keyward like the tests are: it talks to moto through
@@ -47,10 +48,10 @@ struct Options {
     keys: usize,
     concurrency: usize,
     seed_concurrency: usize,
+    rounds: usize,
 }
 
-const USAGE: &str =
-    "usage: cargo bench --bench sync [-- --keys N] [--concurrency C] [--seed-concurrency C]";
+const USAGE: &str = "usage: cargo bench --bench sync [-- --keys N] [--concurrency C] [--rounds R] [--seed-concurrency C]";
 
 fn options() -> Result<Option<Options>, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,6 +69,7 @@ fn options() -> Result<Option<Options>, String> {
         },
         concurrency: SyncConfig::default().concurrency,
         seed_concurrency: 16,
+        rounds: 3,
     };
     let mut it = args.iter().filter(|a| *a != "--bench");
     while let Some(arg) = it.next() {
@@ -89,6 +91,7 @@ fn options() -> Result<Option<Options>, String> {
             "--keys" => o.keys = value()?,
             "--concurrency" => o.concurrency = value()?,
             "--seed-concurrency" => o.seed_concurrency = value()?,
+            "--rounds" => o.rounds = value()?,
             _ => return Err(format!("unknown argument {arg:?}\n{USAGE}")),
         }
     }
@@ -200,15 +203,69 @@ impl Drop for MotoServer {
 
 /// One measured phase.
 struct Phase {
-    name: &'static str,
     requests: u64,
     seconds: f64,
 }
 
-impl Phase {
-    fn req_per_s(&self) -> f64 {
-        self.requests as f64 / self.seconds
+/// Every round's measurement of one phase.
+#[derive(Default)]
+struct Series {
+    requests: u64,
+    seconds: Vec<f64>,
+}
+
+impl Series {
+    fn push(&mut self, p: Phase) {
+        self.requests = p.requests;
+        self.seconds.push(p.seconds);
     }
+
+    fn median(&self) -> f64 {
+        median(&self.seconds)
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// A fresh SQLite database and a sync service over it; the connector (and so the assumed-role
+/// session) is shared by the rounds.
+async fn fresh_service(
+    dir: &Path,
+    round: usize,
+    o: &Options,
+    connector: &Arc<SdkConnector>,
+    metrics: &Arc<Metrics>,
+) -> Result<(SyncService, SqlitePool), String> {
+    let db_path = dir.join(format!("round-{round}.db"));
+    let store = store::connect(&format!("sqlite://{}", db_path.display()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let service = SyncService {
+        store,
+        connector: connector.clone(),
+        metrics: metrics.clone(),
+        clock: Arc::new(SystemClock),
+        concurrency: o.concurrency,
+        parallel_regions: 1,
+        owner: "bench".to_string(),
+        lease: Duration::from_secs(3600),
+    };
+    let reader = SqlitePool::connect_with(
+        SqliteConnectOptions::new()
+            .filename(&db_path)
+            .read_only(true),
+    )
+    .await
+    .map_err(|e| format!("open {}: {e}", db_path.display()))?;
+    Ok((service, reader))
 }
 
 async fn run(o: &Options, endpoint: &str) -> Result<(), String> {
@@ -226,33 +283,12 @@ async fn run(o: &Options, endpoint: &str) -> Result<(), String> {
     let seed_seconds = started.elapsed().as_secs_f64();
     eprintln!("    {} keys in {seed_seconds:.1}s", key_ids.len());
 
-    // The ceiling first (it also warms moto up), then the sync, then the ceiling again: the
-    // better of the two is the reference.
     let raw = kms_client(endpoint, credentials);
-    let ceiling_before = ceiling(&raw, &key_ids, o.concurrency, "raw ceiling (before)").await?;
-
-    let dir = tempfile::Builder::new()
-        .prefix("keyward-bench-sync-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .map_err(|e| format!("temp dir: {e}"))?;
-    let db_path = dir.path().join("keyward.db");
-    let store = store::connect(&format!("sqlite://{}", db_path.display()))
-        .await
-        .map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::new());
-    let service = SyncService {
-        store: store.clone(),
-        connector: Arc::new(SdkConnector::new(
-            Some(endpoint.to_string()),
-            metrics.clone(),
-        )),
-        metrics: metrics.clone(),
-        clock: Arc::new(SystemClock),
-        concurrency: o.concurrency,
-        parallel_regions: 1,
-        owner: "bench".to_string(),
-        lease: Duration::from_secs(3600),
-    };
+    let connector = Arc::new(SdkConnector::new(
+        Some(endpoint.to_string()),
+        metrics.clone(),
+    ));
     let target = Target::from_config(&AccountConfig {
         id: account.clone(),
         name: Some("bench".to_string()),
@@ -260,52 +296,111 @@ async fn run(o: &Options, endpoint: &str) -> Result<(), String> {
         regions: vec![REGION.to_string()],
         ..AccountConfig::default()
     });
-    let reader = SqlitePool::connect_with(
-        SqliteConnectOptions::new()
-            .filename(&db_path)
-            .read_only(true),
+    let dir = tempfile::Builder::new()
+        .prefix("keyward-bench-sync-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .map_err(|e| format!("temp dir: {e}"))?;
+
+    // Rounds of ceiling → full sync (fresh database) → unchanged re-sync, so that each sync is
+    // measured next to a ceiling: moto's speed drifts, and the machine may be shared.
+    let (mut ceiling_s, mut full_s, mut resync_s) =
+        (Series::default(), Series::default(), Series::default());
+    let (mut full_ratio, mut resync_ratio) = (Vec::new(), Vec::new());
+    let mut first = None;
+    for round in 1..=o.rounds {
+        eprintln!("==> round {round} of {}", o.rounds);
+        let c = ceiling(&raw, &key_ids, o.concurrency, "raw ceiling").await?;
+        let (service, reader) = fresh_service(dir.path(), round, o, &connector, &metrics).await?;
+        let (full, full_report, full_calls) =
+            sync_pass(&service, &target, &metrics, "full sync").await?;
+        check_report(&full_report, o.keys)?;
+        let before = snapshot(&reader).await?;
+        let (resync, resync_report, resync_calls) =
+            sync_pass(&service, &target, &metrics, "unchanged re-sync").await?;
+        check_report(&resync_report, o.keys)?;
+        let after = snapshot(&reader).await?;
+        reader.close().await;
+        if resync_report.outcome.keys_changed != 0 {
+            return Err(format!(
+                "round {round}: the unchanged re-sync changed {} keys",
+                resync_report.outcome.keys_changed
+            ));
+        }
+        // Rates, not times: the sync's request count could differ from the ceiling's.
+        let rate = |p: &Phase| p.requests as f64 / p.seconds;
+        full_ratio.push(rate(&full) / rate(&c));
+        resync_ratio.push(rate(&resync) / rate(&c));
+        ceiling_s.push(c);
+        full_s.push(full);
+        resync_s.push(resync);
+        if first.is_none() {
+            first = Some((
+                full_report,
+                full_calls,
+                resync_report,
+                resync_calls,
+                before,
+                after,
+            ));
+        }
+    }
+    let wide = ceiling(
+        &raw,
+        &key_ids,
+        4 * o.concurrency,
+        &format!("raw, {} in flight (for information)", 4 * o.concurrency),
     )
-    .await
-    .map_err(|e| format!("open {}: {e}", db_path.display()))?;
+    .await?;
+    let (full_report, full_calls, resync_report, resync_calls, before, after) =
+        first.ok_or("no round ran")?;
 
-    let (full, full_report, full_calls) =
-        sync_pass(&service, &target, &metrics, "full sync").await?;
-    check_report(&full_report, o.keys)?;
-    let before = snapshot(&reader).await?;
-    let (resync, resync_report, resync_calls) =
-        sync_pass(&service, &target, &metrics, "unchanged re-sync").await?;
-    check_report(&resync_report, o.keys)?;
-    let after = snapshot(&reader).await?;
-
-    let ceiling_after = ceiling(&raw, &key_ids, o.concurrency, "raw ceiling (after)").await?;
-
-    // Print what was measured.
-    let reference = if ceiling_before.req_per_s() >= ceiling_after.req_per_s() {
-        &ceiling_before
-    } else {
-        &ceiling_after
-    };
     println!();
     println!(
-        "keys: {}, concurrency: {} (sync: keys in flight; ceiling: requests in flight), moto {endpoint}, seeding {seed_seconds:.1}s",
-        o.keys, o.concurrency
+        "keys: {}, concurrency: {} (sync: keys in flight; ceiling: requests in flight), \
+         rounds: {}, moto {endpoint}, seeding {seed_seconds:.1}s",
+        o.keys, o.concurrency, o.rounds
     );
     println!();
-    println!("| phase | requests | seconds | req/s | keys/s | % of ceiling |");
+    println!(
+        "Medians over the rounds; % of ceiling is the median of each round's sync/ceiling rate."
+    );
+    println!();
+    println!("| phase | requests | seconds (min–max) | req/s | keys/s | % of ceiling |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for p in [&ceiling_before, &ceiling_after, &full, &resync] {
+    let spread = |s: &Series| {
+        let min = s.seconds.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = s.seconds.iter().copied().fold(0.0, f64::max);
+        format!("{:.2} ({min:.2}–{max:.2})", s.median())
+    };
+    let rows: [(&str, &Series, f64); 3] = [
+        ("raw ceiling", &ceiling_s, 1.0),
+        ("full sync", &full_s, median(&full_ratio)),
+        ("unchanged re-sync", &resync_s, median(&resync_ratio)),
+    ];
+    for (name, s, ratio) in rows {
         println!(
-            "| {} | {} | {:.2} | {:.0} | {:.0} | {:.0} % |",
-            p.name,
-            p.requests,
-            p.seconds,
-            p.req_per_s(),
-            o.keys as f64 / p.seconds,
-            100.0 * p.req_per_s() / reference.req_per_s()
+            "| {name} | {} | {} | {:.0} | {:.0} | {:.0} % |",
+            s.requests,
+            spread(s),
+            s.requests as f64 / s.median(),
+            o.keys as f64 / s.median(),
+            100.0 * ratio
         );
     }
+    println!(
+        "| raw, {} in flight (for information) | {} | {:.2} | {:.0} | {:.0} | {:.0} % |",
+        4 * o.concurrency,
+        wide.requests,
+        wide.seconds,
+        wide.requests as f64 / wide.seconds,
+        o.keys as f64 / wide.seconds,
+        100.0 * (wide.requests as f64 / wide.seconds)
+            / (ceiling_s.requests as f64 / ceiling_s.median())
+    );
     println!();
-    println!("AWS calls by operation (Keyward's metrics; STS AssumeRole is not counted):");
+    println!(
+        "AWS calls by operation in round 1 (Keyward's metrics; STS AssumeRole is not counted):"
+    );
     println!("| operation | full sync | re-sync | ceiling |");
     println!("|---|---:|---:|---:|");
     let plan = request_plan(&key_ids);
@@ -343,7 +438,7 @@ async fn run(o: &Options, endpoint: &str) -> Result<(), String> {
         resync_report.outcome.findings_resolved
     );
     println!();
-    println!("Rows the unchanged re-sync wrote (SQLite, by table):");
+    println!("Rows the unchanged re-sync of round 1 wrote (SQLite, by table):");
     println!("| table | rows before | rows after | inserted | updated |");
     println!("|---|---:|---:|---:|---:|");
     for (table, rows) in &after {
@@ -360,13 +455,17 @@ async fn run(o: &Options, endpoint: &str) -> Result<(), String> {
             differing.saturating_sub(inserted)
         );
     }
-    let full_pct = 100.0 * full.req_per_s() / reference.req_per_s();
+    let full_pct = 100.0 * median(&full_ratio);
     println!();
     println!(
-        "full sync at {full_pct:.0} % of the ceiling: target ≥ 90 % {}",
+        "full sync at {full_pct:.0} % of the ceiling (rounds: {}): target ≥ 90 % {}",
+        full_ratio
+            .iter()
+            .map(|r| format!("{:.0} %", 100.0 * r))
+            .collect::<Vec<_>>()
+            .join(", "),
         if full_pct >= 90.0 { "met" } else { "NOT met" }
     );
-    reader.close().await;
     Ok(())
 }
 
@@ -418,15 +517,7 @@ async fn sync_pass(
         .sum();
     let report = reports.pop().ok_or("the pass reported no region")?;
     eprintln!("    {seconds:.2}s, {requests} KMS requests");
-    Ok((
-        Phase {
-            name,
-            requests,
-            seconds,
-        },
-        report,
-        calls,
-    ))
+    Ok((Phase { requests, seconds }, report, calls))
 }
 
 /// `keyward_aws_calls_total{operation="X"} N` lines of the metrics text.
@@ -457,7 +548,7 @@ async fn ceiling(
     kms: &aws_sdk_kms::Client,
     key_ids: &[String],
     concurrency: usize,
-    name: &'static str,
+    name: &str,
 ) -> Result<Phase, String> {
     eprintln!("==> {name}");
     let plan = request_plan(key_ids);
@@ -473,7 +564,6 @@ async fn ceiling(
     }
     eprintln!("    {seconds:.2}s, {} requests", plan.len());
     Ok(Phase {
-        name,
         requests: plan.len() as u64,
         seconds,
     })
@@ -607,6 +697,7 @@ async fn seed(
     n: usize,
     concurrency: usize,
 ) -> Result<Vec<String>, String> {
+    // Ordered, so that key i's id is ids[i].
     let results: Vec<Result<String, String>> = futures::stream::iter(0..n)
         .map(|i| {
             let kms = kms.clone();
@@ -636,19 +727,6 @@ async fn seed(
                     .key_metadata()
                     .map(|m| m.key_id().to_string())
                     .ok_or("CreateKey returned no metadata")?;
-                if i % 10 == 0 {
-                    kms.create_alias()
-                        .alias_name(format!("alias/bench-{i:05}"))
-                        .target_key_id(&id)
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            format!(
-                                "CreateAlias: {}",
-                                aws_sdk_kms::error::DisplayErrorContext(e)
-                            )
-                        })?;
-                }
                 if i % 2 == 0 {
                     kms.enable_key_rotation()
                         .key_id(&id)
@@ -682,10 +760,26 @@ async fn seed(
                 Ok(id)
             }
         })
-        .buffer_unordered(concurrency)
+        .buffered(concurrency)
         .collect()
         .await;
-    results.into_iter().collect()
+    let ids: Vec<String> = results.into_iter().collect::<Result<_, _>>()?;
+    // One at a time: moto's CreateAlias walks every key unlocked and fails ("dictionary changed
+    // size during iteration") when a CreateKey lands meanwhile.
+    for i in (0..n).step_by(10) {
+        kms.create_alias()
+            .alias_name(format!("alias/bench-{i:05}"))
+            .target_key_id(&ids[i])
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "CreateAlias: {}",
+                    aws_sdk_kms::error::DisplayErrorContext(e)
+                )
+            })?;
+    }
+    Ok(ids)
 }
 
 /// Every row of every table of the database, as a multiset of row texts per table.

@@ -85,7 +85,8 @@ pub struct SyncConfig {
     /// Time between passes (humantime: `15m`, `1h`).
     #[serde(serialize_with = "ser_duration", deserialize_with = "de_duration")]
     pub interval: Duration,
-    /// Requests in flight per account·region.
+    /// Keys read at once per account·region; a key's calls run one after another, so this is
+    /// also the number of AWS requests in flight per account·region.
     pub concurrency: usize,
     /// Account·regions synced at the same time.
     pub parallel_regions: usize,
