@@ -629,6 +629,7 @@ async fn openapi_document_and_router_agree() {
         "GET /api/v1/keys/{key}",
         "GET /api/v1/keys/{key}/history",
         "GET /api/v1/keys/{key}/policy",
+        "GET /api/v1/reports/compliance",
         "GET /api/v1/summary",
         "GET /api/v1/sync/runs",
         "POST /api/v1/sync",

@@ -150,8 +150,14 @@ pub struct ExportArgs {
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// Keys and findings as one JSON document.
+    /// Keys, findings and a summary as one JSON document.
     Json,
+    /// One row per finding (RFC 4180, UTF-8, safe to open in spreadsheets).
+    Csv,
+    /// A JSON array of OCSF 1.1 Compliance Findings (class 2003).
+    Ocsf,
+    /// A self-contained printable HTML report.
+    Html,
 }
 
 /// Arguments of `keyward migrate`.

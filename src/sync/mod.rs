@@ -149,7 +149,15 @@ impl SyncService {
                 regions: t.regions.clone(),
             })
             .collect();
-        self.store.upsert_accounts(&accounts).await?;
+        // Only what changed: an unchanged pass should write nothing but run rows and stamps.
+        let known = self.store.list_accounts().await?;
+        let changed: Vec<AccountRow> = accounts
+            .into_iter()
+            .filter(|a| !known.contains(a))
+            .collect();
+        if !changed.is_empty() {
+            self.store.upsert_accounts(&changed).await?;
+        }
         let jobs: Vec<(&Target, &str)> = selected
             .iter()
             .flat_map(|t| t.regions.iter().map(move |r| (*t, r.as_str())))

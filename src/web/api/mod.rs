@@ -3,6 +3,7 @@
 
 mod audit;
 mod keys;
+mod reports;
 mod summary;
 mod sync;
 mod views;
@@ -63,6 +64,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(sync::trigger_sync))
         .routes(routes!(sync::sync_runs))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(reports::compliance_report))
         .split_for_parts();
     let openapi_json = openapi.clone();
     let router = router.route(
