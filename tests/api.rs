@@ -638,3 +638,28 @@ async fn openapi_document_and_router_agree() {
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+#[tokio::test]
+async fn the_api_reference_page_is_served_offline() {
+    let s = Server::start(db::sqlite().await, true).await;
+    let r = s
+        .http
+        .get(format!("{}/api/docs", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = r.text().await.unwrap();
+    assert!(page.contains("/api/openapi.json"));
+    // no CDN: every URL the page loads is on this server
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "external reference in the page"
+    );
+}

@@ -106,11 +106,21 @@ pub fn build_app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/docs", get(api_docs))
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// The offline API reference: one self-contained page that renders `/api/openapi.json`.
+async fn api_docs() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../../static/api-docs.html"),
+    )
+        .into_response()
 }
 
 async fn not_found(request: Request) -> ApiError {
