@@ -1,8 +1,12 @@
-//! Throughput of the policy engine on the example key policies: `evaluate` (parse included),
-//! and `Policy::parse` alone to show how much of it is JSON and grammar.
+//! Throughput of the policy engine on the example key policies:
+//! * `evaluate`: text in, findings out (the sync engine's path). It reads the text straight into
+//!   the rules' borrowed view and never builds a `Policy`.
+//! * `evaluate_policy`: the rules alone, on an already parsed `Policy` (the CLI's and fix's path).
+//! * `parse`: `Policy::parse` alone, the lossless JSON model that `fix`, `diff` and `to_pretty`
+//!   need and `evaluate` skips.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use keyward::policy::{EvalContext, KeyManager, Policy, evaluate};
+use keyward::policy::{EvalContext, KeyManager, Policy, evaluate, evaluate_policy};
 use std::hint::black_box;
 
 const POLICIES: [(&str, &str); 6] = [
@@ -40,12 +44,16 @@ fn bench_policies(c: &mut Criterion) {
     };
     for (name, text) in POLICIES {
         // Fail loudly rather than benchmark the KMS-INVALID shortcut by accident.
-        Policy::parse(text).unwrap_or_else(|e| panic!("{name} is not a valid policy: {e}"));
+        let policy =
+            Policy::parse(text).unwrap_or_else(|e| panic!("{name} is not a valid policy: {e}"));
         let mut group = c.benchmark_group(name);
         // One element is one policy, so criterion reports policies per second.
         group.throughput(Throughput::Elements(1));
         group.bench_function("evaluate", |b| {
             b.iter(|| evaluate(black_box(text), black_box(&ctx)))
+        });
+        group.bench_function("evaluate_policy", |b| {
+            b.iter(|| evaluate_policy(black_box(&policy), black_box(&ctx)))
         });
         group.bench_function("parse", |b| b.iter(|| Policy::parse(black_box(text))));
         group.finish();

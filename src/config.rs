@@ -42,6 +42,8 @@ pub struct Config {
     pub aws: AwsConfig,
     pub sync: SyncConfig,
     pub accounts: Vec<AccountConfig>,
+    /// Where to POST events (`[[webhooks]]`), for ticketing systems.
+    pub webhooks: Vec<WebhookConfig>,
     pub auth: AuthConfig,
     /// `text` for people, `json` for log pipelines.
     pub log_format: LogFormat,
@@ -64,6 +66,7 @@ impl Default for Config {
             aws: AwsConfig::default(),
             sync: SyncConfig::default(),
             accounts: Vec::new(),
+            webhooks: Vec::new(),
             auth: AuthConfig::default(),
             log_format: LogFormat::Text,
         }
@@ -145,6 +148,31 @@ impl AccountConfig {
     /// The display name.
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// A receiver of signed event notifications.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// An http(s) URL; events are POSTed to it as JSON.
+    pub url: String,
+    /// The HMAC-SHA256 key of `X-Keyward-Signature`.
+    pub secret: String,
+    /// The events to send: finding.opened, finding.resolved, finding.waived,
+    /// remediation.requested, remediation.approved, remediation.applied, remediation.failed,
+    /// sync.failed.
+    pub events: Vec<String>,
+}
+
+// The secret never reaches logs.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &"[redacted]")
+            .field("events", &self.events)
+            .finish()
     }
 }
 
@@ -279,6 +307,45 @@ impl Config {
                 }
             }
         }
+        let mut urls = Vec::new();
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let key = |field: &str| format!("webhooks[{i}].{field}");
+            let url_ok = reqwest::Url::parse(&w.url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+            });
+            if !url_ok {
+                return Err(invalid(
+                    key("url"),
+                    format!("{:?} is not an http(s) URL", w.url),
+                ));
+            }
+            // Deliveries are kept per URL: two entries would share them.
+            if urls.contains(&w.url) {
+                return Err(invalid(
+                    key("url"),
+                    format!("webhook {} is configured twice", w.url),
+                ));
+            }
+            urls.push(w.url.clone());
+            if w.secret.trim().is_empty() {
+                return Err(invalid(key("secret"), "must not be empty"));
+            }
+            if w.events.is_empty() {
+                return Err(invalid(key("events"), "list at least one event"));
+            }
+            for e in &w.events {
+                if !crate::store::events::ALL.contains(&e.as_str()) {
+                    return Err(invalid(
+                        key("events"),
+                        format!(
+                            "{e:?} is not an event; known: {}",
+                            crate::store::events::ALL.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -384,7 +451,7 @@ trusted_accounts = ["444455556666"]
     #[test]
     fn errors_name_the_key() {
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
-        let cases: [Case; 9] = [
+        let cases: [Case; 14] = [
             ("[sync]\ninterval = \"soon\"", &[], "interval"),
             ("[sync]\nconcurrency = 0", &[], "sync.concurrency"),
             ("surprise = 1", &[], "surprise"),
@@ -410,12 +477,55 @@ trusted_accounts = ["444455556666"]
                 "accounts[0].role_arn",
             ),
             ("", &[("KEYWARD_SYNC__CONCURRENCY", "many")], "concurrency"),
+            (
+                "[[webhooks]]\nurl = \"ftp://x\"\nsecret = \"s\"\nevents = [\"sync.failed\"]",
+                &[],
+                "webhooks[0].url",
+            ),
+            (
+                "[[webhooks]]\nurl = \"https://t.example/h\"\nsecret = \"\"\nevents = [\"sync.failed\"]",
+                &[],
+                "webhooks[0].secret",
+            ),
+            (
+                "[[webhooks]]\nurl = \"https://t.example/h\"\nsecret = \"s\"\nevents = [\"finding.exploded\"]",
+                &[],
+                "webhooks[0].events",
+            ),
+            (
+                "[[webhooks]]\nurl = \"https://t.example/h\"\nsecret = \"s\"",
+                &[],
+                "webhooks[0].events",
+            ),
+            (
+                "[[webhooks]]\nurl = \"https://t.example/h\"\nsecret = \"s\"\nevents = [\"sync.failed\"]\n[[webhooks]]\nurl = \"https://t.example/h\"\nsecret = \"t\"\nevents = [\"sync.failed\"]",
+                &[],
+                "webhooks[1].url",
+            ),
         ];
         for (toml, env, key) in cases {
             let err = load(toml, env).unwrap_err().to_string();
             // figment reports environment keys in upper case
             assert!(err.to_lowercase().contains(key), "{toml:?}: {err}");
         }
+    }
+
+    #[test]
+    fn webhooks_load_and_hide_their_secret() {
+        let c = load(
+            r#"
+[[webhooks]]
+url = "https://tickets.example.com/keyward"
+secret = "s3cret"
+events = ["finding.opened", "finding.resolved", "sync.failed"]
+"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.len(), 1);
+        assert_eq!(c.webhooks[0].events.len(), 3);
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod report;
 pub mod store;

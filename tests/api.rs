@@ -622,9 +622,11 @@ async fn openapi_document_and_router_agree() {
     documented.sort();
     // and the reverse: every route the API serves is documented
     let served = [
+        "DELETE /api/v1/findings/{id}/waive",
         "GET /api/v1/accounts",
         "GET /api/v1/audit",
         "GET /api/v1/findings",
+        "GET /api/v1/findings/{id}",
         "GET /api/v1/keys",
         "GET /api/v1/keys/{key}",
         "GET /api/v1/keys/{key}/history",
@@ -632,6 +634,9 @@ async fn openapi_document_and_router_agree() {
         "GET /api/v1/reports/compliance",
         "GET /api/v1/summary",
         "GET /api/v1/sync/runs",
+        "GET /api/v1/webhooks/deliveries",
+        "PATCH /api/v1/findings/{id}",
+        "POST /api/v1/findings/{id}/waive",
         "POST /api/v1/sync",
     ];
     assert_eq!(documented, served);

@@ -1,7 +1,8 @@
-//! Property tests of the policy engine: lossless round trips and the safety of `fix`.
+//! Property tests of the policy engine: lossless round trips, the safety of `fix`, and the
+//! agreement of `evaluate`'s fast path with the lossless one.
 
 use keyward::policy::fix::{FixContext, FixOutcome, fix};
-use keyward::policy::{EvalContext, KeyManager, Policy, RuleId, evaluate_policy};
+use keyward::policy::{EvalContext, KeyManager, Policy, RuleId, evaluate, evaluate_policy};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -130,8 +131,36 @@ fn ctx(admins: &[String]) -> FixContext<'_> {
     }
 }
 
+/// The document as text: compact, pretty, or with escapes in its strings. `/` and `k` appear
+/// only inside JSON strings, so escaping them keeps the document equal while making the reader
+/// unescape (and own) those strings instead of borrowing them.
+fn render(doc: &Value, form: u8) -> String {
+    match form {
+        0 => serde_json::to_string(doc).unwrap(),
+        1 => serde_json::to_string_pretty(doc).unwrap(),
+        _ => serde_json::to_string(doc)
+            .unwrap()
+            .replace('/', "\\/")
+            .replace('k', "\\u006b"),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// `evaluate` reads text through its own fast path; it must find exactly what the rules find
+    /// on the lossless `Policy`, messages and locators included.
+    #[test]
+    fn evaluate_agrees_with_evaluate_policy(doc in document(), form in 0u8..3, trusting in any::<bool>()) {
+        let text = render(&doc, form);
+        let policy = Policy::parse(&text).expect("generated documents are valid");
+        prop_assert_eq!(&policy.to_value(), &doc);
+        let trusted = if trusting { vec!["444455556666".to_string()] } else { Vec::new() };
+        for key_manager in [KeyManager::Customer, KeyManager::Aws] {
+            let ctx = EvalContext { account_id: ACCOUNT, key_manager, trusted_accounts: &trusted };
+            prop_assert_eq!(evaluate(&text, &ctx), evaluate_policy(&policy, &ctx));
+        }
+    }
 
     #[test]
     fn parse_serialize_parse_is_identity(doc in document()) {

@@ -6,9 +6,10 @@ mod db;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use keyward::store::{
-    AccountRow, AuditEvent, FindingFilter, FindingRow, GrantRecord, KeyFilter, KeyRecord, KeyRow,
-    KeyUpdate, NewAuditEvent, NewFinding, NewToken, PolicyState, RegionSync, RegionSyncOutcome,
-    Store, StoreError, StoreStats, SyncRunFinish, audit_hash,
+    AccountRow, AuditEvent, DeliveryAttempt, FindingFilter, FindingRow, GrantRecord, KeyFilter,
+    KeyRecord, KeyRow, KeyUpdate, NewAuditEvent, NewFinding, NewToken, NewWaiver, OutboxEvent,
+    PolicyState, RegionSync, RegionSyncOutcome, Store, StoreError, StoreStats, SyncRunFinish,
+    WaiverScope, WebhookSubscription, audit_hash,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -2338,6 +2339,961 @@ async fn unsupported_urls_are_refused() {
     assert!(matches!(refused, Err(StoreError::UnsupportedUrl(_))));
 }
 
+// --- waivers, tickets, outbox, webhook deliveries -------------------------------------------
+
+fn waiver(scope: WaiverScope, at: DateTime<Utc>, expires_at: DateTime<Utc>) -> NewWaiver {
+    NewWaiver {
+        scope,
+        reason: "accepted: legacy app, replaced in Q3".into(),
+        author: "jira".into(),
+        created_at: at,
+        expires_at,
+    }
+}
+
+fn audit_at(at: DateTime<Utc>, action: &str, target: &str) -> NewAuditEvent {
+    NewAuditEvent {
+        at,
+        actor: "jira".into(),
+        action: action.into(),
+        target: target.into(),
+        detail: "{}".into(),
+    }
+}
+
+async fn all_outbox(store: &dyn Store) -> Vec<OutboxEvent> {
+    store.outbox_events(None, 10_000).await.expect("outbox")
+}
+
+fn payload(event: &OutboxEvent) -> serde_json::Value {
+    serde_json::from_str(&event.payload).expect("payload is JSON")
+}
+
+async fn status_of(store: &dyn Store, id: i64) -> FindingRow {
+    store
+        .get_finding(id)
+        .await
+        .expect("get finding")
+        .expect("finding exists")
+}
+
+/// Two keys with KMS-DELEGATION, one of them also KMS-PUBLIC; the time is t(1000).
+async fn seed_waivable(db: &db::TestDb) -> (i64, i64, i64) {
+    db.clock().set(t(1000));
+    let store = db.store();
+    let (a, b) = (key("a"), key("b"));
+    store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &[a.arn.clone(), b.arn.clone()],
+            true,
+            vec![
+                update(
+                    a.clone(),
+                    readable("A"),
+                    vec![finding("KMS-DELEGATION", "0"), finding("KMS-PUBLIC", "1")],
+                ),
+                update(
+                    b.clone(),
+                    readable("B"),
+                    vec![finding("KMS-DELEGATION", "0")],
+                ),
+            ],
+        ))
+        .await
+        .expect("sync");
+    let fa = findings_of(store, &a.arn).await;
+    let fb = findings_of(store, &b.arn).await;
+    (
+        by_rule(&fa, "KMS-DELEGATION").id,
+        by_rule(&fa, "KMS-PUBLIC").id,
+        by_rule(&fb, "KMS-DELEGATION").id,
+    )
+}
+
+async fn waiver_lifecycle_and_expiry_by_time(db: &db::TestDb) {
+    let store = db.store();
+    let (a_deleg, a_public, b_deleg) = seed_waivable(db).await;
+    let events_before = all_outbox(store).await.len();
+
+    let created = store
+        .waive_finding(
+            a_deleg,
+            &waiver(WaiverScope::Key, t(1000), t(2000)),
+            &audit_at(t(1000), "finding.waived", "finding"),
+        )
+        .await
+        .expect("waive");
+    assert_eq!(created.key_arn.as_deref(), Some(key("a").arn.as_str()));
+    assert_eq!(
+        (created.account_id.as_str(), created.rule_id.as_str()),
+        (ACCOUNT, "KMS-DELEGATION")
+    );
+    assert_eq!((created.created_at, created.expires_at), (t(1000), t(2000)));
+    assert_eq!(created.revoked_at, None);
+
+    let waived = status_of(store, a_deleg).await;
+    assert_eq!(waived.status, "waived");
+    assert_eq!(
+        waived.waiver_reason.as_deref(),
+        Some("accepted: legacy app, replaced in Q3")
+    );
+    assert_eq!(waived.waiver_expires_at, Some(t(2000)));
+    assert_eq!(waived.waiver_id, Some(created.id));
+    assert_eq!(status_of(store, a_public).await.status, "open");
+    assert_eq!(
+        status_of(store, b_deleg).await.status,
+        "open",
+        "key scope only"
+    );
+
+    // every read agrees
+    let listed = findings_of(store, &key("a").arn).await;
+    assert_eq!(by_rule(&listed, "KMS-DELEGATION").status, "waived");
+    let ids = |rows: Vec<FindingRow>| rows.iter().map(|f| f.id).collect::<Vec<_>>();
+    let open = FindingFilter {
+        status: Some("open".into()),
+        ..FindingFilter::default()
+    };
+    let waived_filter = FindingFilter {
+        status: Some("waived".into()),
+        ..FindingFilter::default()
+    };
+    let (rows, total) = store.query_findings(&open, None, 100).await.expect("open");
+    assert_eq!((ids(rows), total), (vec![a_public, b_deleg], 2));
+    let (rows, total) = store
+        .query_findings(&waived_filter, None, 100)
+        .await
+        .expect("waived");
+    assert_eq!((ids(rows), total), (vec![a_deleg], 1));
+    let keys = store.list_keys(false).await.expect("keys");
+    assert_eq!((keys[0].open_findings, keys[1].open_findings), (1, 1));
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(
+        stats.open_findings,
+        vec![
+            ("KMS-DELEGATION".to_string(), "high".to_string(), 1),
+            ("KMS-PUBLIC".to_string(), "high".to_string(), 1),
+        ]
+    );
+
+    // one finding.waived event and one audit entry, with the waiver
+    let events = all_outbox(store).await;
+    assert_eq!(events.len(), events_before + 1);
+    let event = events.last().expect("event");
+    assert_eq!(event.event, "finding.waived");
+    assert_eq!(event.created_at, t(1000));
+    let data = payload(event);
+    assert_eq!(data["id"], a_deleg);
+    assert_eq!(data["status"], "waived");
+    assert_eq!(data["action"], "waived");
+    assert_eq!(data["waivers"][0]["id"], created.id);
+    assert_eq!(data["waivers"][0]["scope"], "key");
+    let (audit, _) = store.list_audit(None, 10).await.expect("audit");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "finding.waived");
+
+    // at the expiry instant the finding reads open again, with nothing written
+    db.clock().set(t(2000));
+    let lapsed = status_of(store, a_deleg).await;
+    assert_eq!(lapsed.status, "open");
+    assert_eq!(
+        (lapsed.waiver_reason, lapsed.waiver_expires_at),
+        (None, None)
+    );
+    assert_eq!(
+        store.list_keys(false).await.expect("keys")[0].open_findings,
+        2
+    );
+    // and waived before it
+    db.clock().set(t(1999));
+    assert_eq!(status_of(store, a_deleg).await.status, "waived");
+
+    // re-waiving the same scope renews: the old waiver is revoked by the new one
+    let renewed = store
+        .waive_finding(
+            a_deleg,
+            &waiver(WaiverScope::Key, t(1500), t(3000)),
+            &audit_at(t(1500), "finding.waived", "finding"),
+        )
+        .await
+        .expect("renew");
+    let history = store.finding_waivers(a_deleg).await.expect("history");
+    assert_eq!(
+        history.iter().map(|w| w.id).collect::<Vec<_>>(),
+        vec![renewed.id, created.id]
+    );
+    assert_eq!(history[1].revoked_at, Some(t(1500)));
+    assert_eq!(history[1].revoked_by.as_deref(), Some("jira"));
+    db.clock().set(t(2500));
+    assert_eq!(
+        status_of(store, a_deleg).await.waiver_expires_at,
+        Some(t(3000))
+    );
+
+    // revoking
+    let revoked = store
+        .revoke_waivers(
+            a_deleg,
+            t(2500),
+            "alice",
+            &audit_at(t(2500), "finding.unwaived", "finding"),
+        )
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].id, renewed.id);
+    assert_eq!(revoked[0].revoked_at, Some(t(2500)));
+    assert_eq!(revoked[0].revoked_by.as_deref(), Some("alice"));
+    assert_eq!(status_of(store, a_deleg).await.status, "open");
+    let last = all_outbox(store).await.pop().expect("event");
+    assert_eq!(
+        (last.event.as_str(), payload(&last)["action"].clone()),
+        ("finding.waived", serde_json::json!("unwaived"))
+    );
+    let audit_count = store.list_audit(None, 10).await.expect("audit").1;
+    assert_eq!(audit_count, 3);
+    let again = store
+        .revoke_waivers(
+            a_deleg,
+            t(2600),
+            "alice",
+            &audit_at(t(2600), "finding.unwaived", "finding"),
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::NotFound(_))), "{again:?}");
+    assert_eq!(
+        store.list_audit(None, 10).await.expect("audit").1,
+        audit_count,
+        "a refused revocation writes no audit entry"
+    );
+
+    // tickets
+    let ticketed = store
+        .set_finding_ticket(
+            a_deleg,
+            Some("JIRA-123"),
+            &audit_at(t(2600), "finding.ticket_set", "finding"),
+        )
+        .await
+        .expect("ticket");
+    assert_eq!(ticketed.ticket.as_deref(), Some("JIRA-123"));
+    assert_eq!(
+        status_of(store, a_deleg).await.ticket.as_deref(),
+        Some("JIRA-123")
+    );
+    let cleared = store
+        .set_finding_ticket(a_deleg, None, &audit_at(t(2601), "finding.ticket_set", "f"))
+        .await
+        .expect("clear");
+    assert_eq!(cleared.ticket, None);
+    assert!(matches!(
+        store
+            .set_finding_ticket(999_999, Some("X-1"), &audit_at(t(2602), "x", "y"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // no such finding; a resolved finding cannot be waived
+    assert!(matches!(
+        store
+            .waive_finding(
+                999_999,
+                &waiver(WaiverScope::Key, t(2600), t(4000)),
+                &audit_at(t(2600), "x", "y")
+            )
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .apply_region_sync(&region_sync(
+            t(2700),
+            &[key("a").arn.clone()],
+            false,
+            vec![update(
+                key("a"),
+                readable("A2"),
+                vec![finding("KMS-PUBLIC", "1")],
+            )],
+        ))
+        .await
+        .expect("resolve");
+    assert_eq!(status_of(store, a_deleg).await.status, "resolved");
+    let refused = store
+        .waive_finding(
+            a_deleg,
+            &waiver(WaiverScope::Key, t(2800), t(4000)),
+            &audit_at(t(2800), "x", "y"),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+}
+
+async fn account_waiver_covers_every_key_of_the_account(db: &db::TestDb) {
+    let store = db.store();
+    let (a_deleg, a_public, b_deleg) = seed_waivable(db).await;
+    // a key of another account with the same rule
+    let mut c = key("c");
+    c.account_id = OTHER_ACCOUNT.into();
+    c.arn = format!("arn:aws:kms:{REGION}:{OTHER_ACCOUNT}:key/c");
+    let mut other = region_sync(
+        t(0),
+        std::slice::from_ref(&c.arn),
+        true,
+        vec![update(
+            c.clone(),
+            readable("C"),
+            vec![finding("KMS-DELEGATION", "0")],
+        )],
+    );
+    other.account_id = OTHER_ACCOUNT.into();
+    store
+        .apply_region_sync(&other)
+        .await
+        .expect("other account");
+    let c_deleg = findings_of(store, &c.arn).await[0].id;
+
+    let w = store
+        .waive_finding(
+            b_deleg,
+            &waiver(WaiverScope::Account, t(1000), t(5000)),
+            &audit_at(t(1000), "finding.waived", "finding"),
+        )
+        .await
+        .expect("waive account-wide");
+    assert_eq!(w.key_arn, None);
+    assert_eq!(w.scope(), WaiverScope::Account);
+    assert_eq!(status_of(store, a_deleg).await.status, "waived");
+    assert_eq!(status_of(store, b_deleg).await.status, "waived");
+    assert_eq!(
+        status_of(store, a_public).await.status,
+        "open",
+        "other rule"
+    );
+    assert_eq!(
+        status_of(store, c_deleg).await.status,
+        "open",
+        "other account"
+    );
+
+    // b's only finding is waived: b is compliant; a still has KMS-PUBLIC
+    let compliant = key_ids(
+        store,
+        KeyFilter {
+            compliant: Some(true),
+            ..KeyFilter::default()
+        },
+    )
+    .await;
+    assert_eq!(compliant, vec!["b"]);
+    let by_rule_filter = key_ids(
+        store,
+        KeyFilter {
+            rule: some("KMS-DELEGATION"),
+            ..KeyFilter::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        by_rule_filter,
+        vec!["c"],
+        "waived findings do not match rule filters"
+    );
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.keys_compliant, stats.keys_noncompliant), (1, 2));
+
+    // a key that appears later is covered too
+    let d = key("d");
+    store
+        .apply_region_sync(&region_sync(
+            t(1100),
+            std::slice::from_ref(&d.arn),
+            false,
+            vec![update(
+                d.clone(),
+                readable("D"),
+                vec![finding("KMS-DELEGATION", "0")],
+            )],
+        ))
+        .await
+        .expect("new key");
+    let d_deleg = findings_of(store, &d.arn).await[0].id;
+    assert_eq!(status_of(store, d_deleg).await.status, "waived");
+
+    // revoking through any covered finding lifts it everywhere
+    let revoked = store
+        .revoke_waivers(a_deleg, t(1200), "alice", &audit_at(t(1200), "x", "y"))
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.iter().map(|w| w.id).collect::<Vec<_>>(), vec![w.id]);
+    for id in [a_deleg, b_deleg, d_deleg] {
+        assert_eq!(status_of(store, id).await.status, "open");
+    }
+}
+
+async fn sync_writes_finding_events_in_its_transaction(store: &dyn Store) {
+    let (a, b) = (key("a"), key("b"));
+    let listed = [a.arn.clone(), b.arn.clone()];
+    store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &listed,
+            true,
+            vec![
+                update(
+                    a.clone(),
+                    readable("A"),
+                    vec![finding("KMS-DELEGATION", "0"), finding("KMS-PUBLIC", "1")],
+                ),
+                update(
+                    b.clone(),
+                    readable("B"),
+                    vec![finding("KMS-NO-ADMIN", "key")],
+                ),
+            ],
+        ))
+        .await
+        .expect("first sync");
+    let events = all_outbox(store).await;
+    assert_eq!(
+        events.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        vec!["finding.opened"; 3]
+    );
+    let fa = findings_of(store, &a.arn).await;
+    let deleg = by_rule(&fa, "KMS-DELEGATION");
+    let data = payload(&events[0]);
+    assert_eq!(data["id"], deleg.id);
+    assert_eq!(data["key_arn"], a.arn);
+    assert_eq!(data["account_id"], ACCOUNT);
+    assert_eq!(data["region"], REGION);
+    assert_eq!(data["rule_id"], "KMS-DELEGATION");
+    assert_eq!(data["severity"], "high");
+    assert_eq!(data["status"], "open");
+    assert_eq!(data["message"], deleg.message);
+    assert_eq!(data["ticket"], serde_json::Value::Null);
+    assert_eq!(data["first_seen"], serde_json::json!(t(0)));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.created_at == t(0) && e.dispatched_at.is_none())
+    );
+
+    // unchanged: nothing; a still-open finding rewritten: nothing
+    store
+        .apply_region_sync(&region_sync(t(10), &listed, true, vec![]))
+        .await
+        .expect("unchanged");
+    store
+        .apply_region_sync(&region_sync(
+            t(20),
+            &listed,
+            true,
+            vec![update(
+                a.clone(),
+                readable("A2"),
+                vec![
+                    finding("KMS-DELEGATION", "0"),
+                    finding("KMS-WILDCARD-ACTION", "0"),
+                ],
+            )],
+        ))
+        .await
+        .expect("change");
+    let events = all_outbox(store).await;
+    let tail: Vec<(&str, String)> = events[3..]
+        .iter()
+        .map(|e| {
+            (
+                e.event.as_str(),
+                payload(e)["rule_id"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tail,
+        vec![
+            ("finding.resolved", "KMS-PUBLIC".to_string()),
+            ("finding.opened", "KMS-WILDCARD-ACTION".to_string()),
+        ]
+    );
+    assert_eq!(payload(&events[3])["status"], "resolved");
+    assert_eq!(payload(&events[3])["resolved_at"], serde_json::json!(t(20)));
+
+    // a key gone from a complete listing resolves its findings, with events
+    store
+        .apply_region_sync(&region_sync(
+            t(30),
+            std::slice::from_ref(&a.arn),
+            true,
+            vec![],
+        ))
+        .await
+        .expect("b deleted");
+    let last = all_outbox(store).await.pop().expect("event");
+    assert_eq!(last.event, "finding.resolved");
+    assert_eq!(payload(&last)["key_arn"], b.arn);
+    assert_eq!(payload(&last)["rule_id"], "KMS-NO-ADMIN");
+
+    // a resolved finding that fires again is opened again
+    store
+        .apply_region_sync(&region_sync(
+            t(40),
+            std::slice::from_ref(&a.arn),
+            true,
+            vec![update(
+                a.clone(),
+                readable("A3"),
+                vec![
+                    finding("KMS-DELEGATION", "0"),
+                    finding("KMS-WILDCARD-ACTION", "0"),
+                    finding("KMS-PUBLIC", "1"),
+                ],
+            )],
+        ))
+        .await
+        .expect("reopen");
+    let last = all_outbox(store).await.pop().expect("event");
+    assert_eq!(
+        (last.event.as_str(), payload(&last)["id"].clone()),
+        (
+            "finding.opened",
+            serde_json::json!(by_rule(&fa, "KMS-PUBLIC").id)
+        )
+    );
+
+    // sync.failed for failed and abandoned runs; nothing for a successful one
+    let before = all_outbox(store).await.len();
+    let ok = store
+        .start_sync_run(ACCOUNT, REGION, t(50))
+        .await
+        .expect("start");
+    let finish = |error: Option<&str>| SyncRunFinish {
+        finished_at: t(60),
+        keys_seen: 1,
+        outcome: RegionSyncOutcome::default(),
+        error: error.map(str::to_string),
+    };
+    store
+        .finish_sync_run(ok, &finish(None))
+        .await
+        .expect("finish");
+    assert_eq!(all_outbox(store).await.len(), before);
+    let bad = store
+        .start_sync_run(ACCOUNT, REGION, t(50))
+        .await
+        .expect("start");
+    store
+        .finish_sync_run(bad, &finish(Some("AccessDenied: ListKeys")))
+        .await
+        .expect("finish failed");
+    let last = all_outbox(store).await.pop().expect("event");
+    assert_eq!(last.event, "sync.failed");
+    let data = payload(&last);
+    assert_eq!(data["run_id"], bad);
+    assert_eq!(data["account_id"], ACCOUNT);
+    assert_eq!(data["region"], REGION);
+    assert_eq!(data["error"], "AccessDenied: ListKeys");
+    assert_eq!(data["started_at"], serde_json::json!(t(50)));
+    store
+        .start_sync_run(ACCOUNT, REGION, t(70))
+        .await
+        .expect("start");
+    store
+        .abandon_sync_runs(ACCOUNT, REGION, t(80), "the pass died")
+        .await
+        .expect("abandon");
+    let last = all_outbox(store).await.pop().expect("event");
+    assert_eq!(last.event, "sync.failed");
+    assert_eq!(payload(&last)["error"], "the pass died");
+}
+
+async fn failed_sync_writes_no_events(db: &db::TestDb) {
+    let store = db.store();
+    let (a, b) = (key("a"), key("b"));
+    // a's findings are written (and their events queued) before b's policy version fails
+    db.execute("ALTER TABLE policy_versions RENAME TO policy_versions_away")
+        .await;
+    let failed = store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &[a.arn.clone(), b.arn.clone()],
+            true,
+            vec![
+                update(
+                    a.clone(),
+                    PolicyState::Unreadable {
+                        reason: "AccessDenied".into(),
+                    },
+                    vec![finding("KMS-UNREADABLE", "policy")],
+                ),
+                update(b.clone(), readable("B"), vec![finding("KMS-PUBLIC", "0")]),
+            ],
+        ))
+        .await;
+    db.execute("ALTER TABLE policy_versions_away RENAME TO policy_versions")
+        .await;
+    assert!(failed.is_err(), "the sync must fail");
+    assert!(store.list_keys(true).await.expect("keys").is_empty());
+    assert!(
+        store
+            .list_findings(true)
+            .await
+            .expect("findings")
+            .is_empty()
+    );
+    assert!(
+        all_outbox(store).await.is_empty(),
+        "no event of a rolled-back sync"
+    );
+}
+
+async fn cancelled_sync_writes_events_all_or_nothing(store: &dyn Store) {
+    for (round, delay_us) in [0u64, 200, 1_000, 3_000, 10_000].into_iter().enumerate() {
+        let region = format!("cancel-{round}");
+        let keys: Vec<KeyRecord> = (0..50)
+            .map(|k| key_in(&region, &format!("k{k:03}")))
+            .collect();
+        let listed: Vec<String> = keys.iter().map(|k| k.arn.clone()).collect();
+        let updates = keys
+            .into_iter()
+            .map(|k| update(k, readable("P"), vec![finding("KMS-PUBLIC", "0")]))
+            .collect();
+        let mut sync = region_sync(t(0), &listed, true, updates);
+        sync.region = region.clone();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_micros(delay_us),
+            store.apply_region_sync(&sync),
+        )
+        .await;
+        // A COMMIT already sent when the caller gave up may still land: wait until it has.
+        let mut settled = (usize::MAX, 0);
+        for _ in 0..100 {
+            let findings = store
+                .list_findings(true)
+                .await
+                .expect("findings")
+                .iter()
+                .filter(|f| f.region == region)
+                .count();
+            let events = all_outbox(store)
+                .await
+                .iter()
+                .filter(|e| payload(e)["region"] == region.as_str())
+                .count();
+            settled = (findings, events);
+            if findings == events {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let (findings, events) = settled;
+        assert_eq!(
+            findings, events,
+            "round {round}: one event per opened finding"
+        );
+        assert!(findings == 0 || findings == 50, "round {round}: {findings}");
+    }
+}
+
+fn hook(url: &str, events: &[&str]) -> WebhookSubscription {
+    WebhookSubscription {
+        url: url.into(),
+        events: events.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+/// `n` keys, each with one KMS-PUBLIC finding: `n` finding.opened events.
+async fn seed_events(store: &dyn Store, n: usize) {
+    let keys: Vec<KeyRecord> = (0..n).map(|i| key(&format!("e{i:03}"))).collect();
+    let listed: Vec<String> = keys.iter().map(|k| k.arn.clone()).collect();
+    let updates = keys
+        .into_iter()
+        .map(|k| update(k, readable("P"), vec![finding("KMS-PUBLIC", "0")]))
+        .collect();
+    store
+        .apply_region_sync(&region_sync(t(0), &listed, false, updates))
+        .await
+        .expect("seed events");
+}
+
+async fn deliveries_fan_out_retry_and_finish(store: &dyn Store) {
+    seed_events(store, 3).await;
+    let run = store
+        .start_sync_run(ACCOUNT, REGION, t(1))
+        .await
+        .expect("run");
+    store
+        .finish_sync_run(
+            run,
+            &SyncRunFinish {
+                finished_at: t(2),
+                keys_seen: 0,
+                outcome: RegionSyncOutcome::default(),
+                error: Some("boom".into()),
+            },
+        )
+        .await
+        .expect("failed run");
+    let hooks = [
+        hook(
+            "https://tickets.example/a",
+            &["finding.opened", "sync.failed"],
+        ),
+        hook("https://ops.example/b", &["sync.failed"]),
+    ];
+    assert_eq!(
+        store
+            .dispatch_outbox(&hooks, t(10), 2)
+            .await
+            .expect("fan out"),
+        2
+    );
+    assert_eq!(
+        store
+            .dispatch_outbox(&hooks, t(10), 100)
+            .await
+            .expect("fan out"),
+        2
+    );
+    assert_eq!(
+        store
+            .dispatch_outbox(&hooks, t(10), 100)
+            .await
+            .expect("done"),
+        0
+    );
+    assert!(
+        all_outbox(store)
+            .await
+            .iter()
+            .all(|e| e.dispatched_at == Some(t(10)))
+    );
+    let (all, total) = store.query_deliveries(None, None, 100).await.expect("list");
+    assert_eq!(total, 5, "3 opened + 1 failed to a, 1 failed to b");
+    assert!(all.iter().all(|d| d.status == "pending" && d.attempts == 0));
+    assert_eq!(
+        all.iter()
+            .filter(|d| d.webhook == "https://ops.example/b")
+            .count(),
+        1
+    );
+    let mut ids: Vec<&str> = all.iter().map(|d| d.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "delivery ids are unique");
+
+    // only configured webhooks' deliveries are claimed, each once
+    let only_b = store
+        .claim_deliveries(&["https://ops.example/b".into()], "w1", t(10), t(70), 10)
+        .await
+        .expect("claim b");
+    assert_eq!(only_b.len(), 1);
+    let claimed = &only_b[0];
+    assert_eq!(claimed.delivery.attempts, 1);
+    assert_eq!(claimed.delivery.event, "sync.failed");
+    assert_eq!(claimed.event_created_at, t(2));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&claimed.payload).expect("json")["error"],
+        "boom"
+    );
+    let urls = vec![
+        "https://tickets.example/a".to_string(),
+        "https://ops.example/b".into(),
+    ];
+    let rest = store
+        .claim_deliveries(&urls, "w1", t(10), t(70), 10)
+        .await
+        .expect("claim rest");
+    assert_eq!(rest.len(), 4, "the leased one is not claimed again");
+    assert!(
+        store
+            .claim_deliveries(&urls, "w2", t(20), t(80), 10)
+            .await
+            .expect("nothing")
+            .is_empty()
+    );
+
+    // a retry waits for its time; the wrong owner cannot record
+    let id = claimed.delivery.id.clone();
+    let retry = DeliveryAttempt::Retry {
+        next_attempt_at: t(100),
+        status: Some(500),
+        error: "the receiver answered HTTP 500".into(),
+    };
+    assert!(
+        !store
+            .complete_delivery(&id, "w2", &retry)
+            .await
+            .expect("not owner")
+    );
+    assert!(
+        store
+            .complete_delivery(&id, "w1", &retry)
+            .await
+            .expect("owner")
+    );
+    assert!(
+        !store
+            .complete_delivery(&id, "w1", &retry)
+            .await
+            .expect("lease gone")
+    );
+    let b_only = ["https://ops.example/b".to_string()];
+    assert!(
+        store
+            .claim_deliveries(&b_only, "w1", t(99), t(150), 10)
+            .await
+            .expect("not yet")
+            .is_empty()
+    );
+    let again = store
+        .claim_deliveries(&b_only, "w2", t(100), t(160), 10)
+        .await
+        .expect("due");
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].delivery.id.as_str(), again[0].delivery.attempts),
+        (id.as_str(), 2)
+    );
+    assert!(
+        store
+            .complete_delivery(
+                &id,
+                "w2",
+                &DeliveryAttempt::Delivered {
+                    at: t(101),
+                    status: 204
+                }
+            )
+            .await
+            .expect("delivered")
+    );
+
+    // an expired lease (a crashed sender) is claimable again; the old owner cannot record
+    let stolen = store
+        .claim_deliveries(&urls, "w3", t(71), t(200), 10)
+        .await
+        .expect("expired leases");
+    assert_eq!(stolen.len(), 4);
+    assert!(stolen.iter().all(|c| c.delivery.attempts == 2));
+    let first = &stolen[0].delivery.id;
+    assert!(
+        !store
+            .complete_delivery(
+                first,
+                "w1",
+                &DeliveryAttempt::Delivered {
+                    at: t(72),
+                    status: 200
+                }
+            )
+            .await
+            .expect("old owner")
+    );
+    assert!(
+        store
+            .complete_delivery(
+                first,
+                "w3",
+                &DeliveryAttempt::Failed {
+                    status: None,
+                    error: "no answer within 10s".into(),
+                },
+            )
+            .await
+            .expect("give up")
+    );
+
+    let (delivered, n) = store
+        .query_deliveries(Some("delivered"), None, 10)
+        .await
+        .expect("delivered");
+    assert_eq!(n, 1);
+    assert_eq!(delivered[0].id, id);
+    assert_eq!(delivered[0].last_status, Some(204));
+    assert_eq!(delivered[0].delivered_at, Some(t(101)));
+    assert_eq!(delivered[0].last_error, None);
+    let (failed, n) = store
+        .query_deliveries(Some("failed"), None, 10)
+        .await
+        .expect("failed");
+    assert_eq!(n, 1);
+    assert_eq!(
+        failed[0].last_error.as_deref(),
+        Some("no answer within 10s")
+    );
+    assert_eq!(failed[0].last_status, None);
+    // pages
+    let (page1, total) = store.query_deliveries(None, None, 2).await.expect("page 1");
+    let (page2, _) = store
+        .query_deliveries(None, Some(page1[1].seq), 2)
+        .await
+        .expect("page 2");
+    let (page3, _) = store
+        .query_deliveries(None, Some(page2[1].seq), 2)
+        .await
+        .expect("page 3");
+    assert_eq!(total, 5);
+    assert_eq!(page1.len() + page2.len() + page3.len(), 5);
+    assert!(page1[1].seq < page2[0].seq && page2[1].seq < page3[0].seq);
+}
+
+async fn concurrent_delivery_claims_are_exclusive(first: Arc<dyn Store>, second: Arc<dyn Store>) {
+    seed_events(&*first, 40).await;
+    let hooks = vec![
+        hook("https://a.example/h", &["finding.opened"]),
+        hook("https://b.example/h", &["finding.opened"]),
+    ];
+    // two replicas fan out at once: every (event, webhook) gets one delivery
+    let (x, y) = tokio::join!(
+        first.dispatch_outbox(&hooks, t(10), 15),
+        second.dispatch_outbox(&hooks, t(10), 15)
+    );
+    x.expect("fan out");
+    y.expect("fan out");
+    while first
+        .dispatch_outbox(&hooks, t(10), 15)
+        .await
+        .expect("rest")
+        > 0
+    {}
+    assert_eq!(
+        first.query_deliveries(None, None, 1).await.expect("n").1,
+        80
+    );
+
+    let urls: Vec<String> = hooks.iter().map(|h| h.url.clone()).collect();
+    let claim_all = |store: Arc<dyn Store>, owner: &'static str, urls: Vec<String>| async move {
+        let mut mine = Vec::new();
+        loop {
+            let batch = store
+                .claim_deliveries(&urls, owner, t(20), t(80), 7)
+                .await
+                .expect("claim");
+            if batch.is_empty() {
+                return mine;
+            }
+            mine.extend(batch.into_iter().map(|c| c.delivery.id));
+        }
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(claim_all(first.clone(), "replica-1", urls.clone())),
+        tokio::spawn(claim_all(second.clone(), "replica-2", urls.clone()))
+    );
+    let (a, b) = (a.expect("task"), b.expect("task"));
+    let mut every: Vec<String> = a.iter().chain(b.iter()).cloned().collect();
+    every.sort();
+    let claimed = every.len();
+    every.dedup();
+    assert_eq!(claimed, 80, "every delivery claimed");
+    assert_eq!(every.len(), 80, "no delivery claimed twice");
+    let (rows, _) = first.query_deliveries(None, None, 500).await.expect("rows");
+    assert!(rows.iter().all(|d| d.attempts == 1));
+}
+
 macro_rules! contract {
     (
         stores: [$($name:ident),* $(,)?],
@@ -2417,13 +3373,20 @@ contract! {
         tokens_create_list_authenticate_revoke,
         audit_appends_form_a_chain,
         audit_list_pages_newest_first,
+        sync_writes_finding_events_in_its_transaction,
+        cancelled_sync_writes_events_all_or_nothing,
+        deliveries_fan_out_retry_and_finish,
     ],
     databases: [
         audit_tampering_is_detected,
+        waiver_lifecycle_and_expiry_by_time,
+        account_waiver_covers_every_key_of_the_account,
+        failed_sync_writes_no_events,
     ],
     replicas: [
         concurrent_claims_have_one_winner,
         concurrent_region_syncs_all_apply,
         concurrent_audit_appends_form_one_chain,
+        concurrent_delivery_claims_are_exclusive,
     ],
 }

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use super::{CliError, Exit, ServeArgs, runtime};
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::metrics::Metrics;
+use crate::notify::{DeliverySettings, Notifier, Webhook};
 use crate::sync::{resolve_targets, run_scheduler};
 use crate::web::{AppState, SyncTrigger, build_app, serve};
 
@@ -33,11 +34,25 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
         tracing::info!(listen = %bound, accounts = targets.len(), "keyward serving");
         let (tx, rx) = tokio::sync::watch::channel(false);
         let trigger = Arc::new(SyncTrigger::new(service.clone(), targets.clone()));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        // Events stay in the outbox while no webhook is configured, for the first one to get.
+        let notifier = if config.webhooks.is_empty() {
+            None
+        } else {
+            let notifier = Notifier::new(
+                store.clone(),
+                clock.clone(),
+                config.webhooks.iter().map(Webhook::from).collect(),
+                DeliverySettings::default(),
+            )
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+            Some(tokio::spawn(notifier.run(rx.clone())))
+        };
         let scheduler = tokio::spawn(run_scheduler(service, targets, config.sync.interval, rx));
         let app = build_app(AppState {
             store,
             metrics,
-            clock: Arc::new(SystemClock),
+            clock,
             sync: Some(trigger),
             metrics_public: config.auth.metrics_public,
         });
@@ -49,6 +64,11 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
         .await;
         if scheduler.await.is_err() {
             tracing::error!("the sync scheduler panicked");
+        }
+        if let Some(notifier) = notifier
+            && notifier.await.is_err()
+        {
+            tracing::error!("the webhook delivery worker panicked");
         }
         served.map_err(CliError::Output)?;
         Ok(Exit::Clean)

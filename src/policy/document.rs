@@ -43,7 +43,8 @@ pub enum PrincipalKind {
 }
 
 impl PrincipalKind {
-    fn from_key(key: &str) -> Option<Self> {
+    /// The family a `Principal` map key names; the keys are case-sensitive.
+    pub fn from_key(key: &str) -> Option<Self> {
         match key {
             "AWS" => Some(Self::Aws),
             "Service" => Some(Self::Service),
@@ -151,10 +152,15 @@ impl Statement {
 
     /// `Sid "X"` or `statement N` for messages.
     pub fn label(&self) -> String {
-        match &self.sid {
-            Some(sid) if !sid.is_empty() => format!("statement {} (\"{}\")", self.index, sid),
-            _ => format!("statement {}", self.index),
-        }
+        statement_label(self.index, self.sid.as_deref())
+    }
+}
+
+/// `statement N ("Sid")`, or `statement N` without a Sid.
+pub(crate) fn statement_label(index: usize, sid: Option<&str>) -> String {
+    match sid {
+        Some(sid) if !sid.is_empty() => format!("statement {index} (\"{sid}\")"),
+        _ => format!("statement {index}"),
     }
 }
 

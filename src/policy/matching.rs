@@ -107,15 +107,17 @@ pub struct Arn<'a> {
 impl<'a> Arn<'a> {
     /// Splits `arn:partition:service:region:account:resource`; `None` for anything else.
     pub fn parse(s: &'a str) -> Option<Self> {
-        let mut parts = s.splitn(6, ':');
-        if parts.next()? != "arn" {
-            return None;
+        // Every rule parses principal ARNs, so this avoids the generic `splitn` machinery: ARNs
+        // are short, and a byte scan for the ASCII ':' always splits on a char boundary.
+        fn field(s: &str) -> Option<(&str, &str)> {
+            let colon = s.bytes().position(|b| b == b':')?;
+            Some((&s[..colon], &s[colon + 1..]))
         }
-        let partition = parts.next()?;
-        let service = parts.next()?;
-        let region = parts.next()?;
-        let account = parts.next()?;
-        let resource = parts.next()?;
+        let rest = s.strip_prefix("arn:")?;
+        let (partition, rest) = field(rest)?;
+        let (service, rest) = field(rest)?;
+        let (region, rest) = field(rest)?;
+        let (account, resource) = field(rest)?;
         Some(Arn {
             partition,
             service,
@@ -265,6 +267,27 @@ mod tests {
             "arn:aws:iam:us-east-1:111122223333:root",
             id
         ));
+    }
+
+    #[test]
+    fn arn_fields() {
+        let arn = Arn::parse("arn:aws:iam::111122223333:role/a:b").unwrap();
+        assert_eq!(
+            (arn.partition, arn.service, arn.region, arn.account),
+            ("aws", "iam", "", "111122223333")
+        );
+        assert_eq!(arn.resource, "role/a:b");
+        assert_eq!(Arn::parse("arn:::::").map(|a| a.resource), Some(""));
+        for not_arn in [
+            "",
+            "arn",
+            "arn:",
+            "arn:aws:iam::1",
+            "ARN:aws:iam::1:root",
+            "x:aws:iam::1:r",
+        ] {
+            assert_eq!(Arn::parse(not_arn), None, "{not_arn}");
+        }
     }
 
     #[test]

@@ -102,10 +102,12 @@ pub struct Waiver {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// The waiver the store reports for a finding. The store does not record waivers yet; when it
-/// does, this is the one line to change (every format reads the waiver from here).
-fn waiver_of(_row: &FindingRow) -> Option<Waiver> {
-    None
+/// The waiver the store reports for a finding (every format reads the waiver from here).
+fn waiver_of(row: &FindingRow) -> Option<Waiver> {
+    row.waiver_reason.as_ref().map(|reason| Waiver {
+        reason: reason.clone(),
+        expires_at: row.waiver_expires_at,
+    })
 }
 
 /// A finding with everything the exports show about it.

@@ -2,8 +2,9 @@
 //! and the pure half of findings reconciliation, so both backends decide the same way.
 
 use super::{
-    AuditEvent, AuditVerification, FindingFilter, KeyFilter, NewAuditEvent, NewFinding, RegionSync,
-    StoreError, StoreResult, audit_hash,
+    AuditEvent, AuditVerification, DeliveryAttempt, FindingFilter, FindingRow, KeyFilter,
+    NewAuditEvent, NewFinding, RegionSync, StoreError, StoreResult, WaiverRow, WebhookSubscription,
+    audit_hash,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
@@ -178,12 +179,19 @@ pub(super) struct ExistingFinding {
     pub status: String,
 }
 
+/// A current finding to write, and whether writing it opens it (new, or reopening a resolved
+/// one): those get a `finding.opened` event.
+pub(super) struct Upsert<'a> {
+    pub finding: &'a NewFinding,
+    pub opens: bool,
+}
+
 /// How to bring a key's stored findings in line with the engine's current set.
 pub(super) struct FindingsPlan<'a> {
     /// Open findings that no longer fire.
     pub resolve: Vec<i64>,
     /// The current findings, one per (rule id, locator), first occurrence kept.
-    pub upsert: Vec<&'a NewFinding>,
+    pub upsert: Vec<Upsert<'a>>,
     /// How many of `upsert` are new or reopen a resolved finding.
     pub opened: u64,
 }
@@ -202,14 +210,16 @@ pub(super) fn plan_findings<'a>(
         .iter()
         .map(|f| ((f.rule_id.as_str(), f.locator.as_str()), f))
         .collect();
-    let opened = upsert
-        .iter()
-        .filter(|f| {
-            stored
+    let upsert: Vec<Upsert> = upsert
+        .into_iter()
+        .map(|f| Upsert {
+            finding: f,
+            opens: stored
                 .get(&(f.rule_id.as_str(), f.locator.as_str()))
-                .is_none_or(|old| old.status == "resolved")
+                .is_none_or(|old| old.status == "resolved"),
         })
-        .count();
+        .collect();
+    let opened = upsert.iter().filter(|u| u.opens).count();
     let resolve = existing
         .iter()
         .filter(|f| f.status == "open" && !keys.contains(&(f.rule_id.as_str(), f.locator.as_str())))
@@ -275,6 +285,7 @@ impl Dialect {
 pub(super) enum Arg {
     Text(String),
     Int(i64),
+    Time(DateTime<Utc>),
 }
 
 /// The conditions of a filtered listing, with their bound values in placeholder order: only
@@ -367,9 +378,68 @@ pub(super) fn contains_pattern(q: &str) -> String {
     pattern
 }
 
-/// The conditions of [`KeyFilter`] over `keys k`.
-pub(super) fn key_conditions(filter: &KeyFilter, dialect: Dialect) -> Conditions {
+/// An unrevoked waiver `w` that covers the finding `f` of the key `k` at the time the
+/// placeholder `now` binds: same account and rule, the finding's key or the whole account.
+pub(super) fn waiver_covers(now: &str) -> String {
+    format!(
+        "w.revoked_at IS NULL AND w.expires_at > {now} AND w.account_id = k.account_id \
+         AND w.rule_id = f.rule_id AND (w.key_arn IS NULL OR w.key_arn = f.key_arn)"
+    )
+}
+
+/// The finding `f` of the key `k` is open and no waiver covers it at `now`.
+pub(super) fn unwaived_open(now: &str) -> String {
+    format!(
+        "f.status = 'open' AND NOT EXISTS (SELECT 1 FROM waivers w WHERE {})",
+        waiver_covers(now)
+    )
+}
+
+/// The open-finding count of the key `k` as a select-list column, waived findings left out.
+pub(super) fn open_findings_column(now: &str) -> String {
+    format!(
+        "(SELECT COUNT(*) FROM findings f WHERE f.key_arn = k.arn AND {}) AS open_findings",
+        unwaived_open(now)
+    )
+}
+
+/// `findings f JOIN keys k`, with the waiver `w` covering an open `f` at `now` (the one
+/// expiring last) joined when there is one: `FROM` of every finding read.
+pub(super) fn findings_from(now: &str) -> String {
+    format!(
+        "findings f JOIN keys k ON k.arn = f.key_arn \
+         LEFT JOIN waivers w ON f.status = 'open' AND w.id = (SELECT w.id FROM waivers w WHERE {} \
+             ORDER BY w.expires_at DESC, w.id DESC LIMIT 1)",
+        waiver_covers(now)
+    )
+}
+
+/// The finding columns every finding read selects from [`findings_from`]; `status` already
+/// says `waived` for a covered open finding.
+pub(super) const FINDING_COLUMNS: &str = "f.id, f.key_arn, k.account_id, k.region, f.rule_id, \
+    f.locator, f.severity, \
+    CASE WHEN w.id IS NULL THEN f.status ELSE 'waived' END AS status, \
+    f.status AS stored_status, f.statement_index, f.sid, f.message, f.policy_sha256, \
+    f.first_seen, f.last_seen, f.resolved_at, f.ticket, k.last_seen AS key_last_seen, \
+    k.deleted_at AS key_deleted_at, w.id AS waiver_id, w.reason AS waiver_reason, \
+    w.expires_at AS waiver_expires_at";
+
+/// The columns of a waiver row.
+pub(super) const WAIVER_COLUMNS: &str = "id, key_arn, account_id, rule_id, reason, author, \
+    created_at, expires_at, revoked_at, revoked_by";
+
+/// The columns of a delivery row.
+pub(super) const DELIVERY_COLUMNS: &str = "seq, id, outbox_id, webhook, event, status, attempts, \
+    created_at, next_attempt_at, last_status, last_error, delivered_at";
+
+/// The conditions of [`KeyFilter`] over `keys k`; the first placeholder is "now", for waivers.
+pub(super) fn key_conditions(
+    filter: &KeyFilter,
+    dialect: Dialect,
+    now: DateTime<Utc>,
+) -> Conditions {
     let mut c = Conditions::default();
+    let now = c.arg(Arg::Time(now));
     if !filter.include_deleted {
         c.push("k.deleted_at IS NULL".into());
     }
@@ -383,8 +453,9 @@ pub(super) fn key_conditions(filter: &KeyFilter, dialect: Dialect) -> Conditions
     }
     // Rule and severity must hold for one and the same open finding.
     if filter.rule.is_some() || filter.severity.is_some() {
-        let mut finding = String::from(
-            "EXISTS (SELECT 1 FROM findings f WHERE f.key_arn = k.arn AND f.status = 'open'",
+        let mut finding = format!(
+            "EXISTS (SELECT 1 FROM findings f WHERE f.key_arn = k.arn AND {}",
+            unwaived_open(&now)
         );
         if let Some(rule) = &filter.rule {
             let p = c.text(rule);
@@ -400,7 +471,8 @@ pub(super) fn key_conditions(filter: &KeyFilter, dialect: Dialect) -> Conditions
     if let Some(compliant) = filter.compliant {
         let not = if compliant { "NOT " } else { "" };
         c.push(format!(
-            "{not}EXISTS (SELECT 1 FROM findings f WHERE f.key_arn = k.arn AND f.status = 'open')"
+            "{not}EXISTS (SELECT 1 FROM findings f WHERE f.key_arn = k.arn AND {})",
+            unwaived_open(&now)
         ));
     }
     if let Some(q) = &filter.q {
@@ -417,20 +489,34 @@ pub(super) fn key_conditions(filter: &KeyFilter, dialect: Dialect) -> Conditions
     c
 }
 
-/// The conditions of [`FindingFilter`] over `findings f JOIN keys k`.
-pub(super) fn finding_conditions(filter: &FindingFilter, dialect: Dialect) -> Conditions {
+/// The conditions of [`FindingFilter`] over [`findings_from`], whose "now" is the first
+/// placeholder (bound here).
+pub(super) fn finding_conditions(
+    filter: &FindingFilter,
+    dialect: Dialect,
+    now: DateTime<Utc>,
+) -> Conditions {
     let mut c = Conditions::default();
+    c.arg(Arg::Time(now));
     for (column, value) in [
         ("k.account_id", &filter.account),
         ("k.region", &filter.region),
         ("f.rule_id", &filter.rule),
         ("f.severity", &filter.severity),
-        ("f.status", &filter.status),
         ("f.key_arn", &filter.key_arn),
     ] {
         if let Some(value) = value {
             let p = c.text(value);
             c.push(format!("{column} = {p}"));
+        }
+    }
+    match filter.status.as_deref() {
+        None => {}
+        Some("open") => c.push("f.status = 'open' AND w.id IS NULL".into()),
+        Some("waived") => c.push("w.id IS NOT NULL".into()),
+        Some(other) => {
+            let p = c.text(other);
+            c.push(format!("f.status = {p}"));
         }
     }
     if let Some(q) = &filter.q {
@@ -444,6 +530,178 @@ pub(super) fn finding_conditions(filter: &FindingFilter, dialect: Dialect) -> Co
         ));
     }
     c
+}
+
+/// A finding as outbox events describe it (the `data` of `finding.*` webhook bodies).
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct FindingEvent {
+    pub id: i64,
+    pub key_arn: String,
+    pub account_id: String,
+    pub region: String,
+    pub rule_id: String,
+    pub locator: String,
+    pub severity: String,
+    pub status: String,
+    pub message: String,
+    pub ticket: Option<String>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+impl FindingEvent {
+    /// The event as outbox payload text.
+    pub fn payload(&self) -> StoreResult<String> {
+        to_json(self)
+    }
+
+    /// The payload of `finding.waived`: the finding, what happened (`waived` or `unwaived`)
+    /// and the waivers it happened to.
+    pub fn waived_payload(&self, action: &str, waivers: &[WaiverRow]) -> StoreResult<String> {
+        let mut value = serde_json::to_value(self)
+            .map_err(|e| StoreError::Database(format!("encoding JSON: {e}")))?;
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert("action".into(), action.into());
+            let waivers = waivers
+                .iter()
+                .map(|w| {
+                    serde_json::json!({
+                        "id": w.id,
+                        "scope": w.scope().as_str(),
+                        "key_arn": w.key_arn,
+                        "account_id": w.account_id,
+                        "rule_id": w.rule_id,
+                        "reason": w.reason,
+                        "author": w.author,
+                        "created_at": w.created_at,
+                        "expires_at": w.expires_at,
+                        "revoked_at": w.revoked_at,
+                        "revoked_by": w.revoked_by,
+                    })
+                })
+                .collect::<Vec<_>>();
+            map.insert("waivers".into(), waivers.into());
+        }
+        to_json(&value)
+    }
+}
+
+impl From<&FindingRow> for FindingEvent {
+    fn from(f: &FindingRow) -> Self {
+        FindingEvent {
+            id: f.id,
+            key_arn: f.key_arn.clone(),
+            account_id: f.account_id.clone(),
+            region: f.region.clone(),
+            rule_id: f.rule_id.clone(),
+            locator: f.locator.clone(),
+            severity: f.severity.clone(),
+            status: f.status.clone(),
+            message: f.message.clone(),
+            ticket: f.ticket.clone(),
+            first_seen: f.first_seen,
+            last_seen: f.last_seen,
+            resolved_at: f.resolved_at,
+        }
+    }
+}
+
+/// The payload of `sync.failed`.
+pub(super) fn sync_failed_payload(
+    run_id: i64,
+    account_id: &str,
+    region: &str,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    error: &str,
+) -> StoreResult<String> {
+    to_json(&serde_json::json!({
+        "run_id": run_id,
+        "account_id": account_id,
+        "region": region,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "error": error,
+    }))
+}
+
+/// A new delivery id: a random (version 4) UUID, the receivers' idempotency key.
+pub(super) fn new_delivery_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Whether a webhook subscribed to an event.
+pub(super) fn subscribed<'a>(
+    webhooks: &'a [WebhookSubscription],
+    event: &'a str,
+) -> impl Iterator<Item = &'a WebhookSubscription> + 'a {
+    webhooks
+        .iter()
+        .filter(move |w| w.events.iter().any(|e| e == event))
+}
+
+/// The columns the end of a delivery attempt writes: status, next attempt, last HTTP status,
+/// last error, delivered-at.
+pub(super) struct AttemptColumns<'a> {
+    pub status: &'static str,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status: Option<i32>,
+    pub last_error: Option<&'a str>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a DeliveryAttempt> for AttemptColumns<'a> {
+    fn from(a: &'a DeliveryAttempt) -> Self {
+        match a {
+            DeliveryAttempt::Delivered { at, status } => AttemptColumns {
+                status: "delivered",
+                next_attempt_at: None,
+                last_status: Some(i32::from(*status)),
+                last_error: None,
+                delivered_at: Some(*at),
+            },
+            DeliveryAttempt::Retry {
+                next_attempt_at,
+                status,
+                error,
+            } => AttemptColumns {
+                status: "pending",
+                next_attempt_at: Some(*next_attempt_at),
+                last_status: status.map(i32::from),
+                last_error: Some(error),
+                delivered_at: None,
+            },
+            DeliveryAttempt::Failed { status, error } => AttemptColumns {
+                status: "failed",
+                next_attempt_at: None,
+                last_status: status.map(i32::from),
+                last_error: Some(error),
+                delivered_at: None,
+            },
+        }
+    }
+}
+
+/// A stored HTTP status as the `u16` rows carry.
+pub(super) fn http_status(value: Option<i32>) -> StoreResult<Option<u16>> {
+    value
+        .map(|v| {
+            u16::try_from(v)
+                .map_err(|_| StoreError::Corrupt(format!("last_status {v} is not an HTTP status")))
+        })
+        .transpose()
 }
 
 /// Authentication records a token's use at most this often.
@@ -629,6 +887,12 @@ mod tests {
         let plan = plan_findings(&existing, &current);
         assert_eq!(plan.resolve, vec![2]);
         assert_eq!(plan.upsert.len(), 3, "duplicates collapse");
+        let opens: Vec<(&str, bool)> = plan
+            .upsert
+            .iter()
+            .map(|u| (u.finding.rule_id.as_str(), u.opens))
+            .collect();
+        assert_eq!(opens, [("A", false), ("C", true), ("E", true)]);
         assert_eq!(plan.opened, 2, "E is new, C reopens, A stays open");
     }
 
@@ -650,21 +914,21 @@ mod tests {
         let query = PagedQuery::new(
             "SELECT * FROM keys k",
             "keys k",
-            key_conditions(&filter, Dialect::Postgres),
+            key_conditions(&filter, Dialect::Postgres, chrono::Utc::now()),
             Some(("k.arn", Arg::Text("after".into()))),
             "k.arn",
             10,
         );
-        assert_eq!(query.count_args.len(), 2);
-        assert!(query.count_sql.contains("k.account_id = $1"));
-        assert!(!query.count_sql.contains("$3"));
+        assert_eq!(query.count_args.len(), 3, "now, account, q");
+        assert!(query.count_sql.contains("k.account_id = $2"));
+        assert!(!query.count_sql.contains("$4"));
         assert!(
             query
                 .page_sql
-                .ends_with("AND k.arn > $3 ORDER BY k.arn LIMIT $4")
+                .ends_with("AND k.arn > $4 ORDER BY k.arn LIMIT $5")
         );
         assert_eq!(
-            query.page_args[2..],
+            query.page_args[3..],
             [Arg::Text("after".into()), Arg::Int(10)]
         );
         let everything = key_conditions(
@@ -673,8 +937,18 @@ mod tests {
                 ..KeyFilter::default()
             },
             Dialect::Sqlite,
+            chrono::Utc::now(),
         );
         assert_eq!(everything.where_clause(), "");
+    }
+
+    #[test]
+    fn delivery_ids_are_version_4_uuids() {
+        let id = new_delivery_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        assert_ne!(id, new_delivery_id());
     }
 
     #[test]

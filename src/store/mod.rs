@@ -11,6 +11,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::clock::{Clock, SystemClock};
+
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -181,6 +183,7 @@ pub struct KeyRow {
     pub policy_sha256: Option<String>,
     pub policy_error: Option<String>,
     pub remediable: bool,
+    /// Open findings not covered by an active waiver.
     pub open_findings: u64,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
@@ -197,7 +200,8 @@ pub struct FindingRow {
     pub rule_id: String,
     pub locator: String,
     pub severity: String,
-    /// `open` or `resolved`.
+    /// `open`, `resolved`, or `waived`: open, but covered at read time by an unrevoked,
+    /// unexpired waiver (see [`WaiverRow`]).
     pub status: String,
     pub statement_index: Option<i64>,
     pub sid: Option<String>,
@@ -208,6 +212,157 @@ pub struct FindingRow {
     /// For an open finding of a present key: when the key was last seen unchanged.
     pub last_seen: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
+    /// The covering waiver of a `waived` finding (the one expiring last).
+    pub waiver_id: Option<i64>,
+    pub waiver_reason: Option<String>,
+    pub waiver_expires_at: Option<DateTime<Utc>>,
+    /// A ticketing system's reference, e.g. `JIRA-123`.
+    pub ticket: Option<String>,
+}
+
+/// What a waiver covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaiverScope {
+    /// The finding's rule on the finding's key.
+    Key,
+    /// The finding's rule on every key of the finding's account, present and future.
+    Account,
+}
+
+impl WaiverScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Account => "account",
+        }
+    }
+}
+
+/// Accepted risk: while unrevoked and before `expires_at`, open findings of `rule_id` on
+/// `key_arn` (or, with no key, on every key of `account_id`) read as `waived`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaiverRow {
+    pub id: i64,
+    /// `None`: the waiver covers every key of the account.
+    pub key_arn: Option<String>,
+    pub account_id: String,
+    pub rule_id: String,
+    pub reason: String,
+    /// The token name that waived.
+    pub author: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<String>,
+}
+
+impl WaiverRow {
+    pub fn scope(&self) -> WaiverScope {
+        if self.key_arn.is_some() {
+            WaiverScope::Key
+        } else {
+            WaiverScope::Account
+        }
+    }
+}
+
+/// A waiver to create for a finding; the key, account and rule come from the finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWaiver {
+    pub scope: WaiverScope,
+    pub reason: String,
+    pub author: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Event names of the outbox; webhooks subscribe to them. A public contract.
+pub mod events {
+    pub const FINDING_OPENED: &str = "finding.opened";
+    pub const FINDING_RESOLVED: &str = "finding.resolved";
+    pub const FINDING_WAIVED: &str = "finding.waived";
+    pub const REMEDIATION_REQUESTED: &str = "remediation.requested";
+    pub const REMEDIATION_APPROVED: &str = "remediation.approved";
+    pub const REMEDIATION_APPLIED: &str = "remediation.applied";
+    pub const REMEDIATION_FAILED: &str = "remediation.failed";
+    pub const SYNC_FAILED: &str = "sync.failed";
+
+    /// Every event a webhook may subscribe to.
+    pub const ALL: [&str; 8] = [
+        FINDING_OPENED,
+        FINDING_RESOLVED,
+        FINDING_WAIVED,
+        REMEDIATION_REQUESTED,
+        REMEDIATION_APPROVED,
+        REMEDIATION_APPLIED,
+        REMEDIATION_FAILED,
+        SYNC_FAILED,
+    ];
+}
+
+/// An event in the outbox, written in the same transaction as the change it describes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxEvent {
+    pub id: i64,
+    pub event: String,
+    /// JSON text: the `data` of the webhook body.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    /// When deliveries to the configured webhooks were created for it.
+    pub dispatched_at: Option<DateTime<Utc>>,
+}
+
+/// A webhook as the fan-out sees it: where, and which events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSubscription {
+    pub url: String,
+    pub events: Vec<String>,
+}
+
+/// One event's delivery to one webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryRow {
+    /// Listing order.
+    pub seq: i64,
+    /// The idempotency id sent as `X-Keyward-Delivery`, the same on every attempt.
+    pub id: String,
+    pub outbox_id: i64,
+    /// The webhook's URL.
+    pub webhook: String,
+    pub event: String,
+    /// `pending`, `delivered` or `failed` (gave up).
+    pub status: String,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery claimed for one attempt, with what to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    /// `attempts` already counts this attempt.
+    pub delivery: DeliveryRow,
+    pub payload: String,
+    pub event_created_at: DateTime<Utc>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryAttempt {
+    /// A 2xx answer.
+    Delivered { at: DateTime<Utc>, status: u16 },
+    /// Try again at `next_attempt_at`.
+    Retry {
+        next_attempt_at: DateTime<Utc>,
+        status: Option<u16>,
+        error: String,
+    },
+    /// Out of attempts: give up.
+    Failed { status: Option<u16>, error: String },
 }
 
 /// One stored version of a key policy.
@@ -317,11 +472,11 @@ pub fn audit_hash(
 pub struct KeyFilter {
     pub account: Option<String>,
     pub region: Option<String>,
-    /// Keys with an open finding of this rule.
+    /// Keys with an open (unwaived) finding of this rule.
     pub rule: Option<String>,
-    /// Keys with an open finding of this severity.
+    /// Keys with an open (unwaived) finding of this severity.
     pub severity: Option<String>,
-    /// `compliant` = no open finding.
+    /// `compliant` = no open finding (waived findings are accepted risk: they do not count).
     pub compliant: Option<bool>,
     /// Case-insensitive substring of the ARN, key id, description, an alias, or a tag key/value.
     pub q: Option<String>,
@@ -461,14 +616,91 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<(Vec<AuditEvent>, u64)>;
     /// Recomputes the whole chain.
     async fn verify_audit(&self) -> StoreResult<AuditVerification>;
+
+    /// Waives a finding, in one transaction with `audit` and a `finding.waived` outbox event.
+    /// An active waiver of the same scope (same key or account, same rule) is superseded:
+    /// revoked by the new one, so re-waiving renews. `NotFound` for no such finding,
+    /// `Conflict` for a resolved one.
+    async fn waive_finding(
+        &self,
+        finding_id: i64,
+        waiver: &NewWaiver,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<WaiverRow>;
+    /// Revokes every active waiver covering the finding (its key's and its account's), in one
+    /// transaction with `audit` and a `finding.waived` outbox event; returns them. `NotFound`
+    /// when there is no such finding or nothing covers it.
+    async fn revoke_waivers(
+        &self,
+        finding_id: i64,
+        now: DateTime<Utc>,
+        actor: &str,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Vec<WaiverRow>>;
+    /// The waivers that could ever cover the finding (its key's and its account's for its
+    /// rule), revoked and expired ones included, newest first.
+    async fn finding_waivers(&self, finding_id: i64) -> StoreResult<Vec<WaiverRow>>;
+    /// Sets or clears a finding's ticket reference, in one transaction with `audit`.
+    async fn set_finding_ticket(
+        &self,
+        finding_id: i64,
+        ticket: Option<&str>,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<FindingRow>;
+
+    /// Outbox events strictly after `after` (an id), oldest first, at most `limit`.
+    async fn outbox_events(&self, after: Option<i64>, limit: u32) -> StoreResult<Vec<OutboxEvent>>;
+    /// Fans out up to `limit` undispatched outbox events, oldest first: one pending delivery per
+    /// subscribed webhook (idempotent, also across replicas), then stamps them dispatched.
+    /// Returns how many events were dispatched.
+    async fn dispatch_outbox(
+        &self,
+        webhooks: &[WebhookSubscription],
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64>;
+    /// Claims up to `limit` due pending deliveries to `webhooks` (URLs) for one attempt each:
+    /// counts the attempt and leases the row to `owner` until `lease_until`. A row is claimed
+    /// by one caller only, across replicas; an expired lease (a crashed sender) is claimable.
+    async fn claim_deliveries(
+        &self,
+        webhooks: &[String],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Records the end of a claimed attempt and releases the lease; false (and no change) when
+    /// `owner` no longer holds it.
+    async fn complete_delivery(
+        &self,
+        id: &str,
+        owner: &str,
+        attempt: &DeliveryAttempt,
+    ) -> StoreResult<bool>;
+    /// Deliveries with `status` (every status when `None`), in creation order, strictly after
+    /// `after` (a seq), at most `limit`; with the total.
+    async fn query_deliveries(
+        &self,
+        status: Option<&str>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<(Vec<DeliveryRow>, u64)>;
 }
 
-/// Opens (creating if missing) the database a URL names and applies migrations.
+/// Opens (creating if missing) the database a URL names and applies migrations. Reads judge
+/// waivers against the system clock.
 pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    connect_with_clock(url, Arc::new(SystemClock)).await
+}
+
+/// Like [`connect`], with the clock that reads judge waiver expiry against: a waived finding
+/// reads `open` again once `clock` passes its waiver's expiry.
+pub async fn connect_with_clock(url: &str, clock: Arc<dyn Clock>) -> StoreResult<Arc<dyn Store>> {
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
-        Arc::new(SqliteStore::connect(url).await?)
+        Arc::new(SqliteStore::connect(url).await?.with_clock(clock))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Arc::new(PostgresStore::connect(url).await?)
+        Arc::new(PostgresStore::connect(url).await?.with_clock(clock))
     } else {
         return Err(StoreError::UnsupportedUrl(url.to_string()));
     };

@@ -3,16 +3,21 @@
 //! with SQLITE_BUSY when a deferred transaction tries to upgrade its read lock.
 
 use super::common::{
-    AUDIT_BATCH, Arg, ChainCheck, Dialect, ExistingFinding, PagedQuery, TOKEN_USE_INTERVAL, Tx,
-    chain_audit, count, db_err, finding_conditions, from_json, key_conditions, listed, migrate_err,
-    plan_findings, run_status, stamp_due, to_i64, to_json,
+    AUDIT_BATCH, Arg, AttemptColumns, ChainCheck, Conditions, DELIVERY_COLUMNS, Dialect,
+    ExistingFinding, FINDING_COLUMNS, FindingEvent, PagedQuery, TOKEN_USE_INTERVAL, Tx,
+    WAIVER_COLUMNS, chain_audit, count, db_err, finding_conditions, findings_from, from_json,
+    http_status, key_conditions, listed, migrate_err, new_delivery_id, open_findings_column,
+    plan_findings, run_status, stamp_due, subscribed, sync_failed_payload, to_i64, to_json,
+    unwaived_open,
 };
 use super::{
-    AccountRow, AuditEvent, AuditVerification, FindingFilter, FindingRow, KeyFilter,
-    KeyFingerprint, KeyRecord, KeyRow, KeyUpdate, NewAuditEvent, NewToken, PolicyState,
-    PolicyVersionRow, RegionSync, RegionSyncOutcome, Store, StoreError, StoreResult, StoreStats,
-    SyncRunFinish, SyncRunRow, TokenRow,
+    AccountRow, AuditEvent, AuditVerification, ClaimedDelivery, DeliveryAttempt, DeliveryRow,
+    FindingFilter, FindingRow, KeyFilter, KeyFingerprint, KeyRecord, KeyRow, KeyUpdate,
+    NewAuditEvent, NewToken, NewWaiver, OutboxEvent, PolicyState, PolicyVersionRow, RegionSync,
+    RegionSyncOutcome, Store, StoreError, StoreResult, StoreStats, SyncRunFinish, SyncRunRow,
+    TokenRow, WaiverRow, WaiverScope, WebhookSubscription, events,
 };
+use crate::clock::{Clock, SystemClock};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{
@@ -21,6 +26,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, SqliteConnection};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The embedded SQLite migrations.
@@ -32,9 +38,19 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: u32 = 8;
 
 /// [`Store`] on a SQLite file.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// "Now" for reads: whether a waiver still covers a finding.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Timestamps are stored as RFC 3339 UTC text of one fixed width (microseconds, `Z`), so that
@@ -69,7 +85,15 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(db_err)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// The same store, judging waiver expiry against `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
     }
 
     /// Begins a write transaction: it takes the write lock at once, waiting up to the busy
@@ -79,12 +103,17 @@ impl SqliteStore {
     }
 }
 
-const KEY_COLUMNS: &str = "k.arn, k.account_id, k.region, k.key_id, k.description, \
-    k.key_manager, k.key_state, k.key_spec, k.key_usage, k.origin, k.multi_region, \
-    k.creation_date, k.deletion_date, k.rotation_enabled, k.aliases, k.tags, k.grants, \
-    k.policy_sha256, k.policy_error, k.remediable, k.first_seen, k.last_seen, k.deleted_at, \
-    (SELECT COUNT(*) FROM findings f WHERE f.key_arn = k.arn AND f.status = 'open') \
-    AS open_findings";
+/// The key columns, with the open-finding count as of the placeholder `now`.
+fn key_columns(now: &str) -> String {
+    format!(
+        "k.arn, k.account_id, k.region, k.key_id, k.description, \
+         k.key_manager, k.key_state, k.key_spec, k.key_usage, k.origin, k.multi_region, \
+         k.creation_date, k.deletion_date, k.rotation_enabled, k.aliases, k.tags, k.grants, \
+         k.policy_sha256, k.policy_error, k.remediable, k.first_seen, k.last_seen, k.deleted_at, \
+         {}",
+        open_findings_column(now)
+    )
+}
 
 fn key_row(row: &SqliteRow) -> StoreResult<KeyRow> {
     Ok(KeyRow {
@@ -117,17 +146,13 @@ fn key_row(row: &SqliteRow) -> StoreResult<KeyRow> {
     })
 }
 
-const FINDING_COLUMNS: &str = "f.id, f.key_arn, k.account_id, k.region, f.rule_id, \
-    f.locator, f.severity, f.status, f.statement_index, f.sid, f.message, f.policy_sha256, \
-    f.first_seen, f.last_seen, f.resolved_at, k.last_seen AS key_last_seen, \
-    k.deleted_at AS key_deleted_at";
-
 fn finding_row(row: &SqliteRow) -> StoreResult<FindingRow> {
     let status: String = get(row, "status")?;
+    let stored_status: String = get(row, "stored_status")?;
     let mut last_seen: DateTime<Utc> = get(row, "last_seen")?;
     let key_deleted_at: Option<DateTime<Utc>> = get(row, "key_deleted_at")?;
     // An unchanged re-sync stamps only the key; the finding is as fresh as its key.
-    if status == "open" && key_deleted_at.is_none() {
+    if stored_status == "open" && key_deleted_at.is_none() {
         last_seen = last_seen.max(get(row, "key_last_seen")?);
     }
     Ok(FindingRow {
@@ -146,7 +171,134 @@ fn finding_row(row: &SqliteRow) -> StoreResult<FindingRow> {
         first_seen: get(row, "first_seen")?,
         last_seen,
         resolved_at: get(row, "resolved_at")?,
+        waiver_id: get(row, "waiver_id")?,
+        waiver_reason: get(row, "waiver_reason")?,
+        waiver_expires_at: get(row, "waiver_expires_at")?,
+        ticket: get(row, "ticket")?,
     })
+}
+
+/// Reads one finding as of `now` on the caller's connection.
+async fn finding_at(
+    conn: &mut SqliteConnection,
+    id: i64,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<FindingRow>> {
+    sqlx::query(&format!(
+        "SELECT {FINDING_COLUMNS} FROM {} WHERE f.id = $2",
+        findings_from("$1")
+    ))
+    .bind(ts(now))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?
+    .as_ref()
+    .map(finding_row)
+    .transpose()
+}
+
+fn waiver_row(row: &SqliteRow) -> StoreResult<WaiverRow> {
+    Ok(WaiverRow {
+        id: get(row, "id")?,
+        key_arn: get(row, "key_arn")?,
+        account_id: get(row, "account_id")?,
+        rule_id: get(row, "rule_id")?,
+        reason: get(row, "reason")?,
+        author: get(row, "author")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+        revoked_at: get(row, "revoked_at")?,
+        revoked_by: get(row, "revoked_by")?,
+    })
+}
+
+fn delivery_row(row: &SqliteRow) -> StoreResult<DeliveryRow> {
+    let attempts: i64 = get(row, "attempts")?;
+    Ok(DeliveryRow {
+        seq: get(row, "seq")?,
+        id: get(row, "id")?,
+        outbox_id: get(row, "outbox_id")?,
+        webhook: get(row, "webhook")?,
+        event: get(row, "event")?,
+        status: get(row, "status")?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| StoreError::Corrupt(format!("attempts {attempts} out of range")))?,
+        created_at: get(row, "created_at")?,
+        next_attempt_at: get(row, "next_attempt_at")?,
+        last_status: http_status(get(row, "last_status")?)?,
+        last_error: get(row, "last_error")?,
+        delivered_at: get(row, "delivered_at")?,
+    })
+}
+
+/// Appends an event to the outbox on the caller's connection (inside its transaction).
+async fn insert_outbox(
+    conn: &mut SqliteConnection,
+    event: &str,
+    payload: &str,
+    at: &str,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO outbox (event, payload, created_at) VALUES ($1, $2, $3)")
+        .bind(event)
+        .bind(payload)
+        .bind(at)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// What `RETURNING` gives back of a finding whose status the sync changed.
+const EVENT_RETURNING: &str = "id, key_arn, rule_id, locator, severity, status, message, ticket, \
+    first_seen, last_seen, resolved_at";
+
+/// A finding the sync opened or resolved, as its outbox event.
+fn finding_event(row: &SqliteRow, account_id: &str, region: &str) -> StoreResult<FindingEvent> {
+    Ok(FindingEvent {
+        id: get(row, "id")?,
+        key_arn: get(row, "key_arn")?,
+        account_id: account_id.to_string(),
+        region: region.to_string(),
+        rule_id: get(row, "rule_id")?,
+        locator: get(row, "locator")?,
+        severity: get(row, "severity")?,
+        status: get(row, "status")?,
+        message: get(row, "message")?,
+        ticket: get(row, "ticket")?,
+        first_seen: get(row, "first_seen")?,
+        last_seen: get(row, "last_seen")?,
+        resolved_at: get(row, "resolved_at")?,
+    })
+}
+
+/// Appends to the audit chain on the caller's connection: the write lock of its
+/// `BEGIN IMMEDIATE` transaction orders appenders.
+async fn append_audit_in(
+    conn: &mut SqliteConnection,
+    event: &NewAuditEvent,
+) -> StoreResult<AuditEvent> {
+    let prev_hash: Option<String> =
+        sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    let mut entry = chain_audit(prev_hash, event);
+    entry.id = sqlx::query_scalar(
+        "INSERT INTO audit_events (at, actor, action, target, detail, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(ts(entry.at))
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.target)
+    .bind(&entry.detail)
+    .bind(&entry.prev_hash)
+    .bind(&entry.hash)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(entry)
 }
 
 const TOKEN_COLUMNS: &str = "id, name, role, created_at, last_used_at, revoked_at";
@@ -185,6 +337,7 @@ fn bind_args<'q>(mut query: Query<'q>, args: &'q [Arg]) -> Query<'q> {
         query = match arg {
             Arg::Text(text) => query.bind(text.as_str()),
             Arg::Int(n) => query.bind(*n),
+            Arg::Time(t) => query.bind(ts(*t)),
         };
     }
     query
@@ -351,19 +504,25 @@ async fn apply_key_update(
             .collect::<StoreResult<_>>()?;
     let plan = plan_findings(&existing, &update.findings);
     if !plan.resolve.is_empty() {
-        let resolved = sqlx::query(
+        let resolved = sqlx::query(&format!(
             "UPDATE findings SET status = 'resolved', resolved_at = $1 \
-             WHERE status = 'open' AND id IN (SELECT value FROM json_each($2))",
-        )
+             WHERE status = 'open' AND id IN (SELECT value FROM json_each($2)) \
+             RETURNING {EVENT_RETURNING}"
+        ))
         .bind(now)
         .bind(to_json(&plan.resolve)?)
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
-        outcome.findings_resolved += resolved.rows_affected();
+        for row in &resolved {
+            let event = finding_event(row, &key.account_id, &key.region)?;
+            insert_outbox(conn, events::FINDING_RESOLVED, &event.payload()?, now).await?;
+        }
+        outcome.findings_resolved += u64::try_from(resolved.len()).unwrap_or(u64::MAX);
     }
-    for finding in &plan.upsert {
-        sqlx::query(
+    for upsert in &plan.upsert {
+        let finding = upsert.finding;
+        let row = sqlx::query(&format!(
             "INSERT INTO findings (key_arn, rule_id, locator, severity, status, statement_index, \
                  sid, message, policy_sha256, first_seen, last_seen, resolved_at) \
              VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $9, NULL) \
@@ -371,8 +530,9 @@ async fn apply_key_update(
                  severity = excluded.severity, status = 'open', \
                  statement_index = excluded.statement_index, sid = excluded.sid, \
                  message = excluded.message, policy_sha256 = excluded.policy_sha256, \
-                 last_seen = excluded.last_seen, resolved_at = NULL",
-        )
+                 last_seen = excluded.last_seen, resolved_at = NULL \
+             RETURNING {EVENT_RETURNING}"
+        ))
         .bind(&key.arn)
         .bind(&finding.rule_id)
         .bind(&finding.locator)
@@ -382,9 +542,13 @@ async fn apply_key_update(
         .bind(&finding.message)
         .bind(policy_sha256)
         .bind(now)
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await
         .map_err(db_err)?;
+        if upsert.opens {
+            let event = finding_event(&row, &key.account_id, &key.region)?;
+            insert_outbox(conn, events::FINDING_OPENED, &event.payload()?, now).await?;
+        }
     }
     outcome.findings_opened += plan.opened;
     Ok(())
@@ -420,20 +584,25 @@ async fn apply_region(
     }
     if sync.listing_complete {
         let present = to_json(&listed.present)?;
-        let resolved = sqlx::query(
+        let resolved = sqlx::query(&format!(
             "UPDATE findings SET status = 'resolved', resolved_at = $1 \
              WHERE status = 'open' AND key_arn IN (SELECT arn FROM keys \
                  WHERE account_id = $2 AND region = $3 AND deleted_at IS NULL \
-                 AND arn NOT IN (SELECT value FROM json_each($4)))",
-        )
+                 AND arn NOT IN (SELECT value FROM json_each($4))) \
+             RETURNING {EVENT_RETURNING}"
+        ))
         .bind(&now)
         .bind(&sync.account_id)
         .bind(&sync.region)
         .bind(&present)
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
-        outcome.findings_resolved += resolved.rows_affected();
+        for row in &resolved {
+            let event = finding_event(row, &sync.account_id, &sync.region)?;
+            insert_outbox(conn, events::FINDING_RESOLVED, &event.payload()?, &now).await?;
+        }
+        outcome.findings_resolved += u64::try_from(resolved.len()).unwrap_or(u64::MAX);
         let deleted = sqlx::query(
             "UPDATE keys SET deleted_at = $1 WHERE account_id = $2 AND region = $3 \
              AND deleted_at IS NULL AND arn NOT IN (SELECT value FROM json_each($4))",
@@ -557,29 +726,44 @@ impl Store for SqliteStore {
 
     async fn finish_sync_run(&self, id: i64, finish: &SyncRunFinish) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        let result = sqlx::query(
-            "UPDATE sync_runs SET finished_at = $2, status = $3, keys_seen = $4, \
+        let result = async {
+            let row = sqlx::query(
+                "UPDATE sync_runs SET finished_at = $2, status = $3, keys_seen = $4, \
                  keys_changed = $5, policy_versions_added = $6, findings_opened = $7, \
                  findings_resolved = $8, keys_deleted = $9, error = $10 \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(ts(finish.finished_at))
-        .bind(run_status(finish.error.as_deref()))
-        .bind(to_i64(finish.keys_seen))
-        .bind(to_i64(finish.outcome.keys_changed))
-        .bind(to_i64(finish.outcome.policy_versions_added))
-        .bind(to_i64(finish.outcome.findings_opened))
-        .bind(to_i64(finish.outcome.findings_resolved))
-        .bind(to_i64(finish.outcome.keys_deleted))
-        .bind(&finish.error)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)
-        .and_then(|done| match done.rows_affected() {
-            0 => Err(StoreError::NotFound(format!("sync run {id}"))),
-            _ => Ok(()),
-        });
+             WHERE id = $1 RETURNING account_id, region, started_at",
+            )
+            .bind(id)
+            .bind(ts(finish.finished_at))
+            .bind(run_status(finish.error.as_deref()))
+            .bind(to_i64(finish.keys_seen))
+            .bind(to_i64(finish.outcome.keys_changed))
+            .bind(to_i64(finish.outcome.policy_versions_added))
+            .bind(to_i64(finish.outcome.findings_opened))
+            .bind(to_i64(finish.outcome.findings_resolved))
+            .bind(to_i64(finish.outcome.keys_deleted))
+            .bind(&finish.error)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| StoreError::NotFound(format!("sync run {id}")))?;
+            if let Some(error) = &finish.error {
+                let account_id: String = get(&row, "account_id")?;
+                let region: String = get(&row, "region")?;
+                let payload = sync_failed_payload(
+                    id,
+                    &account_id,
+                    &region,
+                    get(&row, "started_at")?,
+                    finish.finished_at,
+                    error,
+                )?;
+                let at = ts(finish.finished_at);
+                insert_outbox(&mut tx, events::SYNC_FAILED, &payload, &at).await?;
+            }
+            Ok(())
+        }
+        .await;
         tx.finish(result).await
     }
 
@@ -591,18 +775,34 @@ impl Store for SqliteStore {
         reason: &str,
     ) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
-        let result = sqlx::query(
-            "UPDATE sync_runs SET finished_at = $3, status = 'failed', error = $4 \
-             WHERE account_id = $1 AND region = $2 AND status = 'running'",
-        )
-        .bind(account_id)
-        .bind(region)
-        .bind(ts(now))
-        .bind(reason)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)
-        .map(|done| done.rows_affected());
+        let result = async {
+            let closed = sqlx::query(
+                "UPDATE sync_runs SET finished_at = $3, status = 'failed', error = $4 \
+                 WHERE account_id = $1 AND region = $2 AND status = 'running' \
+                 RETURNING id, started_at",
+            )
+            .bind(account_id)
+            .bind(region)
+            .bind(ts(now))
+            .bind(reason)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let at = ts(now);
+            for row in &closed {
+                let payload = sync_failed_payload(
+                    get(row, "id")?,
+                    account_id,
+                    region,
+                    get(row, "started_at")?,
+                    now,
+                    reason,
+                )?;
+                insert_outbox(&mut tx, events::SYNC_FAILED, &payload, &at).await?;
+            }
+            Ok(u64::try_from(closed.len()).unwrap_or(u64::MAX))
+        }
+        .await;
         tx.finish(result).await
     }
 
@@ -701,10 +901,12 @@ impl Store for SqliteStore {
 
     async fn list_keys(&self, include_deleted: bool) -> StoreResult<Vec<KeyRow>> {
         sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM keys k WHERE $1 OR k.deleted_at IS NULL \
-             ORDER BY k.deleted_at IS NOT NULL, k.arn"
+            "SELECT {} FROM keys k WHERE $1 OR k.deleted_at IS NULL \
+             ORDER BY k.deleted_at IS NOT NULL, k.arn",
+            key_columns("$2")
         ))
         .bind(include_deleted)
+        .bind(ts(self.clock.now()))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?
@@ -715,11 +917,13 @@ impl Store for SqliteStore {
 
     async fn list_findings(&self, include_resolved: bool) -> StoreResult<Vec<FindingRow>> {
         sqlx::query(&format!(
-            "SELECT {FINDING_COLUMNS} FROM findings f JOIN keys k ON k.arn = f.key_arn \
+            "SELECT {FINDING_COLUMNS} FROM {} \
              WHERE $1 OR f.status = 'open' \
-             ORDER BY f.key_arn, f.rule_id, f.locator"
+             ORDER BY f.key_arn, f.rule_id, f.locator",
+            findings_from("$2")
         ))
         .bind(include_resolved)
+        .bind(ts(self.clock.now()))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?
@@ -753,6 +957,7 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> StoreResult<StoreStats> {
         // One read transaction, so the three counts agree with each other.
+        let now = ts(self.clock.now());
         let mut tx = Tx::<Sqlite>::begin(&self.pool, "BEGIN").await?;
         let result = async {
             let live: i64 =
@@ -760,19 +965,23 @@ impl Store for SqliteStore {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db_err)?;
-            let noncompliant: i64 = sqlx::query_scalar(
+            let noncompliant: i64 = sqlx::query_scalar(&format!(
                 "SELECT COUNT(DISTINCT f.key_arn) FROM findings f JOIN keys k ON k.arn = f.key_arn \
-             WHERE f.status = 'open' AND k.deleted_at IS NULL",
-            )
+                 WHERE {} AND k.deleted_at IS NULL",
+                unwaived_open("$1")
+            ))
+            .bind(&now)
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err)?;
-            let open_findings = sqlx::query(
+            let open_findings = sqlx::query(&format!(
                 "SELECT f.rule_id, f.severity, COUNT(*) AS n FROM findings f \
-             JOIN keys k ON k.arn = f.key_arn \
-             WHERE f.status = 'open' AND k.deleted_at IS NULL \
-             GROUP BY f.rule_id, f.severity ORDER BY f.rule_id, f.severity",
-            )
+                 JOIN keys k ON k.arn = f.key_arn \
+                 WHERE {} AND k.deleted_at IS NULL \
+                 GROUP BY f.rule_id, f.severity ORDER BY f.rule_id, f.severity",
+                unwaived_open("$1")
+            ))
+            .bind(&now)
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?
@@ -801,10 +1010,11 @@ impl Store for SqliteStore {
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<(Vec<KeyRow>, u64)> {
+        // key_conditions binds "now" first: $1.
         let query = PagedQuery::new(
-            &format!("SELECT {KEY_COLUMNS} FROM keys k"),
+            &format!("SELECT {} FROM keys k", key_columns("$1")),
             "keys k",
-            key_conditions(filter, Dialect::Sqlite),
+            key_conditions(filter, Dialect::Sqlite, self.clock.now()),
             after.map(|arn| ("k.arn", Arg::Text(arn.to_string()))),
             "k.arn",
             limit,
@@ -814,10 +1024,12 @@ impl Store for SqliteStore {
 
     async fn find_keys(&self, id_or_arn: &str) -> StoreResult<Vec<KeyRow>> {
         sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM keys k WHERE k.arn = $1 OR k.key_id = $1 \
-             ORDER BY k.deleted_at IS NOT NULL, k.arn"
+            "SELECT {} FROM keys k WHERE k.arn = $1 OR k.key_id = $1 \
+             ORDER BY k.deleted_at IS NOT NULL, k.arn",
+            key_columns("$2")
         ))
         .bind(id_or_arn)
+        .bind(ts(self.clock.now()))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?
@@ -832,10 +1044,12 @@ impl Store for SqliteStore {
         after: Option<i64>,
         limit: u32,
     ) -> StoreResult<(Vec<FindingRow>, u64)> {
+        // finding_conditions binds "now" first: $1.
+        let from = findings_from("$1");
         let query = PagedQuery::new(
-            &format!("SELECT {FINDING_COLUMNS} FROM findings f JOIN keys k ON k.arn = f.key_arn"),
-            "findings f JOIN keys k ON k.arn = f.key_arn",
-            finding_conditions(filter, Dialect::Sqlite),
+            &format!("SELECT {FINDING_COLUMNS} FROM {from}"),
+            &from,
+            finding_conditions(filter, Dialect::Sqlite, self.clock.now()),
             after.map(|id| ("f.id", Arg::Int(id))),
             "f.id",
             limit,
@@ -844,17 +1058,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_finding(&self, id: i64) -> StoreResult<Option<FindingRow>> {
-        sqlx::query(&format!(
-            "SELECT {FINDING_COLUMNS} FROM findings f JOIN keys k ON k.arn = f.key_arn \
-             WHERE f.id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?
-        .as_ref()
-        .map(finding_row)
-        .transpose()
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        finding_at(&mut conn, id, self.clock.now()).await
     }
 
     async fn create_token(&self, token: &NewToken) -> StoreResult<TokenRow> {
@@ -958,30 +1163,7 @@ impl Store for SqliteStore {
         // BEGIN IMMEDIATE holds the database's write lock from the read of the last hash to the
         // commit: appenders, in this process or another, chain one after the other.
         let mut tx = self.begin_write().await?;
-        let result = async {
-            let prev_hash: Option<String> =
-                sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            let mut entry = chain_audit(prev_hash, event);
-            entry.id = sqlx::query_scalar(
-                "INSERT INTO audit_events (at, actor, action, target, detail, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            )
-            .bind(ts(entry.at))
-            .bind(&entry.actor)
-            .bind(&entry.action)
-            .bind(&entry.target)
-            .bind(&entry.detail)
-            .bind(&entry.prev_hash)
-            .bind(&entry.hash)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            Ok(entry)
-        }
-        .await;
+        let result = append_audit_in(&mut tx, event).await;
         tx.finish(result).await
     }
 
@@ -1036,5 +1218,336 @@ impl Store for SqliteStore {
                 return Ok(check.finish());
             }
         }
+    }
+
+    async fn waive_finding(
+        &self,
+        finding_id: i64,
+        waiver: &NewWaiver,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<WaiverRow> {
+        let now = waiver.created_at;
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let finding = finding_at(&mut tx, finding_id, now)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("finding {finding_id}")))?;
+            if finding.status == "resolved" {
+                return Err(StoreError::Conflict(format!(
+                    "finding {finding_id} is resolved; only open findings can be waived"
+                )));
+            }
+            let key_arn = match waiver.scope {
+                WaiverScope::Key => Some(finding.key_arn.as_str()),
+                WaiverScope::Account => None,
+            };
+            // A new waiver of the same scope replaces the active one: re-waiving renews.
+            sqlx::query(
+                "UPDATE waivers SET revoked_at = $1, revoked_by = $2 \
+                 WHERE revoked_at IS NULL AND expires_at > $1 AND account_id = $3 \
+                 AND rule_id = $4 AND key_arn IS $5",
+            )
+            .bind(ts(now))
+            .bind(&waiver.author)
+            .bind(&finding.account_id)
+            .bind(&finding.rule_id)
+            .bind(key_arn)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let row = sqlx::query(&format!(
+                "INSERT INTO waivers (key_arn, account_id, rule_id, reason, author, created_at, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {WAIVER_COLUMNS}"
+            ))
+            .bind(key_arn)
+            .bind(&finding.account_id)
+            .bind(&finding.rule_id)
+            .bind(&waiver.reason)
+            .bind(&waiver.author)
+            .bind(ts(now))
+            .bind(ts(waiver.expires_at))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let created = waiver_row(&row)?;
+            let after = finding_at(&mut tx, finding_id, now)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("finding {finding_id}")))?;
+            let payload = FindingEvent::from(&after)
+                .waived_payload("waived", std::slice::from_ref(&created))?;
+            insert_outbox(&mut tx, events::FINDING_WAIVED, &payload, &ts(now)).await?;
+            append_audit_in(&mut tx, audit).await?;
+            Ok(created)
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn revoke_waivers(
+        &self,
+        finding_id: i64,
+        now: DateTime<Utc>,
+        actor: &str,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Vec<WaiverRow>> {
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let finding = finding_at(&mut tx, finding_id, now)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("finding {finding_id}")))?;
+            let revoked = sqlx::query(&format!(
+                "UPDATE waivers SET revoked_at = $1, revoked_by = $2 \
+                 WHERE revoked_at IS NULL AND expires_at > $1 AND account_id = $3 \
+                 AND rule_id = $4 AND (key_arn IS NULL OR key_arn = $5) \
+                 RETURNING {WAIVER_COLUMNS}"
+            ))
+            .bind(ts(now))
+            .bind(actor)
+            .bind(&finding.account_id)
+            .bind(&finding.rule_id)
+            .bind(&finding.key_arn)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(waiver_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+            if revoked.is_empty() {
+                return Err(StoreError::NotFound(format!(
+                    "an active waiver of finding {finding_id}"
+                )));
+            }
+            let after = finding_at(&mut tx, finding_id, now)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("finding {finding_id}")))?;
+            let payload = FindingEvent::from(&after).waived_payload("unwaived", &revoked)?;
+            insert_outbox(&mut tx, events::FINDING_WAIVED, &payload, &ts(now)).await?;
+            append_audit_in(&mut tx, audit).await?;
+            Ok(revoked)
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn finding_waivers(&self, finding_id: i64) -> StoreResult<Vec<WaiverRow>> {
+        sqlx::query(&format!(
+            "SELECT {} FROM waivers w JOIN findings f ON f.id = $1 \
+             JOIN keys k ON k.arn = f.key_arn \
+             WHERE w.account_id = k.account_id AND w.rule_id = f.rule_id \
+             AND (w.key_arn IS NULL OR w.key_arn = f.key_arn) ORDER BY w.id DESC",
+            WAIVER_COLUMNS
+                .split(", ")
+                .map(|c| format!("w.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .bind(finding_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(waiver_row)
+        .collect()
+    }
+
+    async fn set_finding_ticket(
+        &self,
+        finding_id: i64,
+        ticket: Option<&str>,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<FindingRow> {
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let done = sqlx::query("UPDATE findings SET ticket = $2 WHERE id = $1")
+                .bind(finding_id)
+                .bind(ticket)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("finding {finding_id}")));
+            }
+            append_audit_in(&mut tx, audit).await?;
+            finding_at(&mut tx, finding_id, self.clock.now())
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("finding {finding_id}")))
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn outbox_events(&self, after: Option<i64>, limit: u32) -> StoreResult<Vec<OutboxEvent>> {
+        sqlx::query(
+            "SELECT id, event, payload, created_at, dispatched_at FROM outbox \
+             WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|row| {
+            Ok(OutboxEvent {
+                id: get(row, "id")?,
+                event: get(row, "event")?,
+                payload: get(row, "payload")?,
+                created_at: get(row, "created_at")?,
+                dispatched_at: get(row, "dispatched_at")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn dispatch_outbox(
+        &self,
+        webhooks: &[WebhookSubscription],
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let pending: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, event FROM outbox WHERE dispatched_at IS NULL ORDER BY id LIMIT $1",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let now = ts(now);
+            for (outbox_id, event) in &pending {
+                for webhook in subscribed(webhooks, event) {
+                    sqlx::query(
+                        "INSERT INTO webhook_deliveries (id, outbox_id, webhook, event, status, \
+                             attempts, created_at, next_attempt_at) \
+                         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) \
+                         ON CONFLICT (outbox_id, webhook) DO NOTHING",
+                    )
+                    .bind(new_delivery_id())
+                    .bind(outbox_id)
+                    .bind(&webhook.url)
+                    .bind(event)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                }
+            }
+            let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
+            sqlx::query(
+                "UPDATE outbox SET dispatched_at = $1 \
+                 WHERE id IN (SELECT value FROM json_each($2))",
+            )
+            .bind(&now)
+            .bind(to_json(&ids)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        webhooks: &[String],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        // BEGIN IMMEDIATE serialises claimers; the conditional UPDATE picks each row once.
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let claimed = sqlx::query(&format!(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_owner = $1, \
+                     lease_until = $2 \
+                 WHERE seq IN (SELECT seq FROM webhook_deliveries WHERE status = 'pending' \
+                     AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until <= $3) \
+                     AND webhook IN (SELECT value FROM json_each($4)) \
+                     ORDER BY next_attempt_at, seq LIMIT $5) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            ))
+            .bind(owner)
+            .bind(ts(lease_until))
+            .bind(ts(now))
+            .bind(to_json(webhooks)?)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(delivery_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(claimed.len());
+            for delivery in claimed {
+                let (payload, event_created_at): (String, DateTime<Utc>) =
+                    sqlx::query_as("SELECT payload, created_at FROM outbox WHERE id = $1")
+                        .bind(delivery.outbox_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                out.push(ClaimedDelivery {
+                    delivery,
+                    payload,
+                    event_created_at,
+                });
+            }
+            out.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.seq));
+            Ok(out)
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn complete_delivery(
+        &self,
+        id: &str,
+        owner: &str,
+        attempt: &DeliveryAttempt,
+    ) -> StoreResult<bool> {
+        let c = AttemptColumns::from(attempt);
+        let mut tx = self.begin_write().await?;
+        let result = sqlx::query(
+            "UPDATE webhook_deliveries SET status = $3, \
+                 next_attempt_at = COALESCE($4, next_attempt_at), last_status = $5, \
+                 last_error = $6, delivered_at = $7, lease_owner = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(c.status)
+        .bind(ts_opt(c.next_attempt_at))
+        .bind(c.last_status)
+        .bind(c.last_error)
+        .bind(ts_opt(c.delivered_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)
+        .map(|done| done.rows_affected() == 1);
+        tx.finish(result).await
+    }
+
+    async fn query_deliveries(
+        &self,
+        status: Option<&str>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<(Vec<DeliveryRow>, u64)> {
+        let mut filter = Conditions::default();
+        if let Some(status) = status {
+            let p = filter.arg(Arg::Text(status.to_string()));
+            filter.push(format!("status = {p}"));
+        }
+        let query = PagedQuery::new(
+            &format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries"),
+            "webhook_deliveries",
+            filter,
+            after.map(|seq| ("seq", Arg::Int(seq))),
+            "seq",
+            limit,
+        );
+        page_and_total(&self.pool, &query, delivery_row).await
     }
 }

@@ -3,9 +3,40 @@
 //! run in parallel without seeing each other's rows.
 #![allow(dead_code)]
 
+use chrono::{DateTime, TimeDelta, Utc};
+use keyward::clock::Clock;
 use keyward::store::{self, Store};
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// A clock a test can set: the system time until [`TestClock::set`] or [`TestClock::advance`]
+/// fixes it. Every test store reads waiver expiry against its database's clock.
+#[derive(Debug, Default)]
+pub struct TestClock {
+    fixed: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl TestClock {
+    /// Stops time at `at`.
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.fixed.lock().expect("clock lock") = Some(at);
+    }
+
+    /// Moves time forward by `by` (from now, if time was still running), and stops it there.
+    pub fn advance(&self, by: TimeDelta) {
+        let mut fixed = self.fixed.lock().expect("clock lock");
+        *fixed = Some(fixed.unwrap_or_else(Utc::now) + by);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.fixed
+            .lock()
+            .expect("clock lock")
+            .unwrap_or_else(Utc::now)
+    }
+}
 
 /// The variable naming the Postgres server (any database on it; a fresh one is created).
 pub const POSTGRES_ENV: &str = "KEYWARD_TEST_POSTGRES_URL";
@@ -14,6 +45,7 @@ pub const POSTGRES_ENV: &str = "KEYWARD_TEST_POSTGRES_URL";
 pub struct TestDb {
     url: String,
     store: Arc<dyn Store>,
+    clock: Arc<TestClock>,
     _dir: Option<tempfile::TempDir>,
     postgres: Option<Scratch>,
 }
@@ -31,6 +63,11 @@ impl TestDb {
 
     pub fn shared(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
+    }
+
+    /// The clock the store judges waiver expiry against.
+    pub fn clock(&self) -> Arc<TestClock> {
+        Arc::clone(&self.clock)
     }
 
     /// Runs raw SQL on the test database behind the store's back (to tamper with rows, say);
@@ -56,7 +93,7 @@ impl TestDb {
 
     /// A second store on the same database, as another replica would open it.
     pub async fn replica(&self) -> Arc<dyn Store> {
-        store::connect(&self.url)
+        store::connect_with_clock(&self.url, self.clock.clone())
             .await
             .expect("open a second store")
     }
@@ -66,10 +103,14 @@ impl TestDb {
 pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let store = store::connect(&url).await.expect("open the SQLite store");
+    let clock = Arc::new(TestClock::default());
+    let store = store::connect_with_clock(&url, clock.clone())
+        .await
+        .expect("open the SQLite store");
     TestDb {
         url,
         store,
+        clock,
         _dir: Some(dir),
         postgres: None,
     }
@@ -103,10 +144,14 @@ async fn postgres_with(create: bool) -> Option<TestDb> {
         let _ = admin.close().await;
     }
     let url = with_database(&server, &name);
-    let store = store::connect(&url).await.expect("open the Postgres store");
+    let clock = Arc::new(TestClock::default());
+    let store = store::connect_with_clock(&url, clock.clone())
+        .await
+        .expect("open the Postgres store");
     Some(TestDb {
         url,
         store,
+        clock,
         _dir: None,
         postgres: Some(Scratch { admin_url, name }),
     })

@@ -1,46 +1,84 @@
 //! KMS-ADMIN-CAN-USE: one principal both administers and uses the key (separation of duties).
 
-use super::{ADMIN_ACTIONS, CRYPTO_ACTIONS, EvalContext, Finding, RuleId, effective_allows};
-use crate::policy::document::{Policy, PrincipalKind};
+use std::borrow::Cow;
+
+use super::{EvalContext, Finding, RuleId};
+use crate::policy::actions::ActionSet;
+use crate::policy::document::PrincipalKind;
 use crate::policy::matching::{is_account_id, is_account_principal, root_arn};
+use crate::policy::view::PolicyView;
+
+/// How many actions a message names before it only counts them.
+const NAMED: usize = 3;
+
+/// The ADMIN (or CRYPTO) actions one principal holds over all statements, and the first
+/// [`NAMED`] of them in the order they were first granted, which is the order messages use.
+#[derive(Default)]
+struct Held {
+    set: ActionSet,
+    first: [&'static str; NAMED],
+    /// How many of `first` are filled: `min(set.len(), NAMED)`.
+    named: usize,
+}
+
+impl Held {
+    fn add(&mut self, granted: ActionSet) {
+        // The new actions of one statement come in table order, as they always have.
+        for name in granted.without(self.set).names() {
+            if self.named == NAMED {
+                break;
+            }
+            self.first[self.named] = name;
+            self.named += 1;
+        }
+        self.set = self.set | granted;
+    }
+
+    /// `a, b, c` or `a, b, c, … N actions`.
+    fn summary(&self) -> String {
+        let len = self.set.len();
+        let named = self.first[..self.named].join(", ");
+        if len <= NAMED {
+            named
+        } else {
+            format!("{named}, … {len} actions")
+        }
+    }
+}
 
 #[derive(Default)]
 struct Powers {
-    admin: Vec<&'static str>,
-    crypto: Vec<&'static str>,
-    statements: Vec<usize>,
+    admin: Held,
+    crypto: Held,
+    /// The first statement granting anything; `several` once another one does.
+    statement: Option<usize>,
+    several: bool,
 }
 
-pub(super) fn check(policy: &Policy, ctx: &EvalContext<'_>, out: &mut Vec<Finding>) {
+pub(super) fn check(policy: &PolicyView<'_>, ctx: &EvalContext<'_>, out: &mut Vec<Finding>) {
     // Keyed by the literal principal string, in first-seen order for stable output.
-    let mut by_principal: Vec<(String, Powers)> = Vec::new();
-    for st in effective_allows(policy) {
+    let mut by_principal: Vec<(Cow<'_, str>, Powers)> = Vec::new();
+    for st in policy.effective_allows() {
         if st.principals.negated {
             continue;
         }
-        let admin: Vec<&'static str> = ADMIN_ACTIONS
-            .into_iter()
-            .filter(|a| st.actions.grants(a))
-            .collect();
-        let crypto: Vec<&'static str> = CRYPTO_ACTIONS
-            .into_iter()
-            .filter(|a| st.actions.grants(a))
-            .collect();
+        let admin = st.actions.granted & ActionSet::ADMIN;
+        let crypto = st.actions.granted & ActionSet::CRYPTO;
         if admin.is_empty() && crypto.is_empty() {
             continue;
         }
-        for entry in &st.principals.entries {
-            if !matches!(entry.kind, PrincipalKind::Aws | PrincipalKind::Service) {
+        for (kind, value) in &st.principals.entries {
+            if !matches!(kind, PrincipalKind::Aws | PrincipalKind::Service) {
                 continue;
             }
-            let value = entry.value.as_str();
+            let value = value.as_ref();
             if value == "*" || is_account_principal(value, ctx.account_id) {
                 continue;
             }
-            let name = if entry.kind == PrincipalKind::Aws && is_account_id(value) {
-                root_arn(value)
+            let name = if *kind == PrincipalKind::Aws && is_account_id(value) {
+                Cow::Owned(root_arn(value))
             } else {
-                value.to_string()
+                Cow::Borrowed(value)
             };
             let slot = match by_principal.iter().position(|(n, _)| *n == name) {
                 Some(i) => i,
@@ -50,27 +88,21 @@ pub(super) fn check(policy: &Policy, ctx: &EvalContext<'_>, out: &mut Vec<Findin
                 }
             };
             let powers = &mut by_principal[slot].1;
-            for a in &admin {
-                if !powers.admin.contains(a) {
-                    powers.admin.push(a);
-                }
-            }
-            for a in &crypto {
-                if !powers.crypto.contains(a) {
-                    powers.crypto.push(a);
-                }
-            }
-            if !powers.statements.contains(&st.index) {
-                powers.statements.push(st.index);
+            powers.admin.add(admin);
+            powers.crypto.add(crypto);
+            match powers.statement {
+                None => powers.statement = Some(st.index),
+                Some(i) if i != st.index => powers.several = true,
+                Some(_) => {}
             }
         }
     }
     for (principal, powers) in by_principal {
-        if powers.admin.is_empty() || powers.crypto.is_empty() {
+        if powers.admin.set.is_empty() || powers.crypto.set.is_empty() {
             continue;
         }
-        let single = (powers.statements.len() == 1).then(|| powers.statements[0]);
-        let sid = single.and_then(|i| policy.statements()[i].sid.clone());
+        let single = powers.statement.filter(|_| !powers.several);
+        let sid = single.and_then(|i| policy.statements[i].sid.as_deref().map(str::to_string));
         out.push(Finding {
             rule_id: RuleId::AdminCanUse,
             severity: RuleId::AdminCanUse.severity(),
@@ -78,19 +110,11 @@ pub(super) fn check(policy: &Policy, ctx: &EvalContext<'_>, out: &mut Vec<Findin
             sid,
             message: format!(
                 "{principal} can both administer the key ({}) and use it ({}).",
-                summarise(&powers.admin),
-                summarise(&powers.crypto)
+                powers.admin.summary(),
+                powers.crypto.summary()
             ),
             locator: format!("principal:{principal}"),
         });
-    }
-}
-
-fn summarise(actions: &[&str]) -> String {
-    if actions.len() <= 3 {
-        actions.join(", ")
-    } else {
-        format!("{}, … {} actions", actions[..3].join(", "), actions.len())
     }
 }
 

@@ -1,28 +1,31 @@
 //! KMS-CROSS-ACCOUNT: an Allow reaching principals of an account outside the trusted list.
 
-use super::public::{RestrictionClass, has_public_principal, public_restrictions};
-use super::{EvalContext, Finding, RuleId, describe_actions, effective_allows};
-use crate::policy::document::{Policy, PrincipalKind};
+use std::borrow::Cow;
+
+use super::public::{Restriction, RestrictionClass, has_public_principal, public_restrictions};
+use super::{EvalContext, Finding, RuleId, describe_actions};
+use crate::policy::document::PrincipalKind;
 use crate::policy::matching::{Arn, has_wildcard, principal_account};
+use crate::policy::view::PolicyView;
 
 pub(super) fn check(
-    policy: &Policy,
+    policy: &PolicyView<'_>,
     ctx: &EvalContext<'_>,
     public_statements: &[usize],
     out: &mut Vec<Finding>,
 ) {
-    for st in effective_allows(policy) {
+    for st in policy.effective_allows() {
         // A public statement is already reported as KMS-PUBLIC, which says more.
         if public_statements.contains(&st.index) {
             continue;
         }
         let mut foreign: Vec<String> = Vec::new();
         if !st.principals.negated {
-            for entry in &st.principals.entries {
-                if entry.kind != PrincipalKind::Aws {
+            for (kind, value) in &st.principals.entries {
+                if *kind != PrincipalKind::Aws {
                     continue;
                 }
-                if let Some(account) = principal_account(&entry.value)
+                if let Some(account) = principal_account(value)
                     && !has_wildcard(account)
                     && !ctx.is_trusted_or_own(account)
                     && !foreign.iter().any(|f| f == account)
@@ -33,7 +36,7 @@ pub(super) fn check(
         }
         let mut through_conditions = false;
         if foreign.is_empty() && has_public_principal(st) {
-            let restrictions = public_restrictions(st);
+            let restrictions: Vec<Restriction<'_, '_>> = public_restrictions(st).collect();
             // KMS-PUBLIC saw the statement as restricted; it reaches another account only if
             // every restricting entry (they are ANDed) admits one.
             if !restrictions.is_empty()
@@ -72,7 +75,7 @@ pub(super) fn check(
     }
 }
 
-fn admits_foreign(class: RestrictionClass, values: &[String], ctx: &EvalContext<'_>) -> bool {
+fn admits_foreign(class: RestrictionClass, values: &[Cow<'_, str>], ctx: &EvalContext<'_>) -> bool {
     match class {
         RestrictionClass::Account | RestrictionClass::Arn => {
             !foreign_accounts_named(class, values, ctx).is_empty()
@@ -85,11 +88,11 @@ fn admits_foreign(class: RestrictionClass, values: &[String], ctx: &EvalContext<
 
 fn foreign_accounts_named(
     class: RestrictionClass,
-    values: &[String],
+    values: &[Cow<'_, str>],
     ctx: &EvalContext<'_>,
 ) -> Vec<String> {
     let accounts = values.iter().filter_map(|v| match class {
-        RestrictionClass::Account => Some(v.as_str()),
+        RestrictionClass::Account => Some(v.as_ref()),
         RestrictionClass::Arn => Arn::parse(v).map(|a| a.account),
         _ => None,
     });

@@ -1,31 +1,22 @@
 //! KMS-DELEGATION: an Allow to the account principal that IAM identities can pass through.
 
-use super::{EvalContext, Finding, RuleId, describe_actions, effective_allows};
-use crate::policy::condition::{PrincipalType, admitted_principal_types};
-use crate::policy::document::{Policy, Statement};
-use crate::policy::matching::is_account_principal;
+use super::{EvalContext, Finding, RuleId, describe_actions};
+use crate::policy::document::Statement;
+use crate::policy::view::{PolicyView, StatementView};
 
 /// True when `st` grants the key's account principal access that IAM identities inherit.
 pub fn delegates(st: &Statement, account_id: &str) -> bool {
-    st.is_effective_allow()
-        && names_account_principal(st, account_id)
-        && admitted_principal_types(&st.conditions, account_id)
-            .into_iter()
-            .any(PrincipalType::is_iam_identity)
+    StatementView::of(st).delegates(account_id)
 }
 
 /// True when the statement's `Principal` (not `NotPrincipal`) lists the account principal.
 pub fn names_account_principal(st: &Statement, account_id: &str) -> bool {
-    !st.principals.negated
-        && st
-            .principals
-            .aws()
-            .any(|p| is_account_principal(p, account_id))
+    StatementView::of(st).names_account_principal(account_id)
 }
 
-pub(super) fn check(policy: &Policy, ctx: &EvalContext<'_>, out: &mut Vec<Finding>) {
-    for st in effective_allows(policy) {
-        if delegates(st, ctx.account_id) {
+pub(super) fn check(policy: &PolicyView<'_>, ctx: &EvalContext<'_>, out: &mut Vec<Finding>) {
+    for st in policy.effective_allows() {
+        if st.delegates(ctx.account_id) {
             out.push(Finding::for_statement(
                 RuleId::Delegation,
                 policy,

@@ -1,15 +1,18 @@
 //! KMS-GRANT-ESCALATION: `kms:CreateGrant` that can hand the key to anyone, outside the policy.
 
-use super::{Finding, PUT_KEY_POLICY, RuleId, effective_allows};
-use crate::policy::condition::BaseOperator;
-use crate::policy::document::{Policy, Statement};
+use super::{Finding, RuleId};
+use crate::policy::actions::ActionSet;
+use crate::policy::condition::{BaseOperator, ConditionKey};
+use crate::policy::view::{PolicyView, StatementView};
 
-const CREATE_GRANT: &str = "kms:CreateGrant";
-
-pub(super) fn check(policy: &Policy, out: &mut Vec<Finding>) {
-    for st in effective_allows(policy) {
+pub(super) fn check(policy: &PolicyView<'_>, out: &mut Vec<Finding>) {
+    for st in policy.effective_allows() {
+        let granted = st.actions.granted;
         // A principal that may rewrite the policy is reported as an administrator already.
-        if !st.actions.grants(CREATE_GRANT) || st.actions.grants(PUT_KEY_POLICY) || mitigated(st) {
+        if !granted.contains(ActionSet::CREATE_GRANT)
+            || granted.contains(ActionSet::PUT_KEY_POLICY)
+            || mitigated(st)
+        {
             continue;
         }
         out.push(Finding::for_statement(
@@ -26,23 +29,23 @@ pub(super) fn check(policy: &Policy, out: &mut Vec<Finding>) {
 
 /// True when grants are limited to AWS services: `kms:GrantIsForAWSResource` is true, or
 /// `kms:ViaService` is pinned to concrete services.
-fn mitigated(st: &Statement) -> bool {
+fn mitigated(st: &StatementView<'_>) -> bool {
     st.conditions.iter().any(|entry| {
-        let Some(base) = entry.operator.constraining_base(&entry.key_lowercase) else {
+        let Some(base) = entry.constraining_base() else {
             return false;
         };
         if entry.values.is_empty() {
             return false;
         }
-        match entry.key_lowercase.as_str() {
-            "kms:grantisforawsresource" => match base {
+        match entry.key {
+            ConditionKey::GrantIsForAwsResource => match base {
                 BaseOperator::StringEquals => entry.values.iter().all(|v| v == "true"),
                 BaseOperator::Bool | BaseOperator::StringEqualsIgnoreCase => {
                     entry.values.iter().all(|v| v.eq_ignore_ascii_case("true"))
                 }
                 _ => false,
             },
-            "kms:viaservice" => {
+            ConditionKey::ViaService => {
                 base.is_positive_match()
                     && entry
                         .values

@@ -20,12 +20,14 @@ use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 
-use super::document::{Policy, Statement};
+use super::document::Policy;
+use super::view::{PolicyView, StatementView};
+
+pub use super::actions::{ADMIN_ACTIONS, CRYPTO_ACTIONS, PUT_KEY_POLICY};
 
 pub use delegation::{delegates as delegation_of, names_account_principal};
 pub use key_state::{KeyFacts, evaluate_key, unreadable};
 pub use no_admin::administrators;
-pub use public::{Restriction, RestrictionClass, public_restrictions};
 
 /// Bumped whenever a rule changes meaning, so that stored policies are evaluated again.
 pub const RULESET_VERSION: u32 = 1;
@@ -167,15 +169,15 @@ impl Finding {
     /// A finding about one statement.
     pub(crate) fn for_statement(
         rule_id: RuleId,
-        policy: &Policy,
-        st: &Statement,
+        policy: &PolicyView<'_>,
+        st: &StatementView<'_>,
         message: String,
     ) -> Self {
         Finding {
             rule_id,
             severity: rule_id.severity(),
             statement_index: Some(st.index),
-            sid: st.sid.clone(),
+            sid: st.sid.as_deref().map(str::to_string),
             message,
             locator: statement_locator(policy, st),
         }
@@ -195,12 +197,12 @@ impl Finding {
 }
 
 /// A Sid is the stable name of a statement when it is unique; otherwise only the position is.
-fn statement_locator(policy: &Policy, st: &Statement) -> String {
-    match &st.sid {
+fn statement_locator(policy: &PolicyView<'_>, st: &StatementView<'_>) -> String {
+    match st.sid.as_deref() {
         Some(sid)
             if !sid.is_empty()
                 && policy
-                    .statements()
+                    .statements
                     .iter()
                     .filter(|o| o.sid.as_deref() == Some(sid))
                     .count()
@@ -260,6 +262,12 @@ impl EvalContext<'_> {
 
 /// Evaluates policy text: an unparsable policy yields KMS-INVALID and nothing else.
 pub fn evaluate(text: &str, ctx: &EvalContext<'_>) -> Vec<Finding> {
+    // The fast path: read the text straight into the form the rules read. It declines whatever
+    // it does not read exactly as `Policy::parse` would, which then decides (and, for an
+    // invalid document, words KMS-INVALID) as it always has.
+    if let Some(view) = PolicyView::parse(text) {
+        return evaluate_view(&view, ctx);
+    }
     match Policy::parse(text) {
         Ok(policy) => evaluate_policy(&policy, ctx),
         Err(err) => vec![invalid::finding(&err)],
@@ -268,6 +276,10 @@ pub fn evaluate(text: &str, ctx: &EvalContext<'_>) -> Vec<Finding> {
 
 /// Evaluates a parsed policy against every policy rule, in catalogue order.
 pub fn evaluate_policy(policy: &Policy, ctx: &EvalContext<'_>) -> Vec<Finding> {
+    evaluate_view(&PolicyView::of(policy), ctx)
+}
+
+fn evaluate_view(policy: &PolicyView<'_>, ctx: &EvalContext<'_>) -> Vec<Finding> {
     // AWS writes and owns these policies: nothing in them can be remediated by the customer.
     if ctx.key_manager == KeyManager::Aws {
         return Vec::new();
@@ -285,54 +297,8 @@ pub fn evaluate_policy(policy: &Policy, ctx: &EvalContext<'_>) -> Vec<Finding> {
     findings
 }
 
-/// The effective Allow statements: statements without a resource have no effect (RULES.md §1).
-pub(crate) fn effective_allows(policy: &Policy) -> impl Iterator<Item = &Statement> {
-    policy
-        .statements()
-        .iter()
-        .filter(|st| st.is_effective_allow())
-}
-
-/// `kms:PutKeyPolicy`: the action that makes a principal an administrator.
-pub const PUT_KEY_POLICY: &str = "kms:PutKeyPolicy";
-
-/// Key management actions (RULES.md §1 ADMIN).
-pub const ADMIN_ACTIONS: [&str; 14] = [
-    "kms:PutKeyPolicy",
-    "kms:ScheduleKeyDeletion",
-    "kms:CancelKeyDeletion",
-    "kms:DisableKey",
-    "kms:EnableKey",
-    "kms:DisableKeyRotation",
-    "kms:EnableKeyRotation",
-    "kms:UpdateKeyDescription",
-    "kms:TagResource",
-    "kms:UntagResource",
-    "kms:ImportKeyMaterial",
-    "kms:DeleteImportedKeyMaterial",
-    "kms:UpdatePrimaryRegion",
-    "kms:RotateKeyOnDemand",
-];
-
-/// Cryptographic operations (RULES.md §1 CRYPTO).
-pub const CRYPTO_ACTIONS: [&str; 13] = [
-    "kms:Encrypt",
-    "kms:Decrypt",
-    "kms:ReEncryptFrom",
-    "kms:ReEncryptTo",
-    "kms:GenerateDataKey",
-    "kms:GenerateDataKeyWithoutPlaintext",
-    "kms:GenerateDataKeyPair",
-    "kms:GenerateDataKeyPairWithoutPlaintext",
-    "kms:Sign",
-    "kms:Verify",
-    "kms:GenerateMac",
-    "kms:VerifyMac",
-    "kms:DeriveSharedSecret",
-];
-
 /// A short human list of a statement's actions, for messages.
-pub(crate) fn describe_actions(st: &Statement) -> String {
+pub(crate) fn describe_actions(st: &StatementView<'_>) -> String {
     let list = st.actions.patterns.join(", ");
     if st.actions.negated {
         format!("every action except {list}")

@@ -1,17 +1,19 @@
 //! KMS-NO-ADMIN: nobody but the account root could manage the key once IAM delegation is gone.
 
-use super::{EvalContext, Finding, PUT_KEY_POLICY, RuleId, effective_allows};
+use super::{EvalContext, Finding, PUT_KEY_POLICY, RuleId};
+use crate::policy::actions::ActionSet;
 use crate::policy::document::Policy;
 use crate::policy::matching::is_iam_identity_of;
+use crate::policy::view::PolicyView;
 
 /// The IAM users, roles and role sessions of `account_id` that the key policy itself allows
 /// `kms:PutKeyPolicy`, conditions ignored.
 pub fn administrators<'p>(policy: &'p Policy, account_id: &str) -> Vec<&'p str> {
     let mut admins: Vec<&str> = Vec::new();
-    for st in effective_allows(policy) {
-        if st.principals.negated || !st.actions.grants(PUT_KEY_POLICY) {
-            continue;
-        }
+    let eligible = policy.statements().iter().filter(|st| {
+        st.is_effective_allow() && !st.principals.negated && st.actions.grants(PUT_KEY_POLICY)
+    });
+    for st in eligible {
         for p in st.principals.aws() {
             if is_iam_identity_of(p, account_id) && !admins.contains(&p) {
                 admins.push(p);
@@ -21,8 +23,20 @@ pub fn administrators<'p>(policy: &'p Policy, account_id: &str) -> Vec<&'p str> 
     admins
 }
 
-pub(super) fn check(policy: &Policy, ctx: &EvalContext<'_>, out: &mut Vec<Finding>) {
-    if administrators(policy, ctx.account_id).is_empty() {
+/// True when [`administrators`] would name someone.
+fn has_administrator(policy: &PolicyView<'_>, account_id: &str) -> bool {
+    policy.effective_allows().any(|st| {
+        !st.principals.negated
+            && st.actions.granted.contains(ActionSet::PUT_KEY_POLICY)
+            && st
+                .principals
+                .aws()
+                .any(|p| is_iam_identity_of(p, account_id))
+    })
+}
+
+pub(super) fn check(policy: &PolicyView<'_>, ctx: &EvalContext<'_>, out: &mut Vec<Finding>) {
+    if !has_administrator(policy, ctx.account_id) {
         out.push(Finding::for_key(
             RuleId::NoAdmin,
             format!(
@@ -39,6 +53,29 @@ mod tests {
     use super::*;
 
     const ADMIN: &str = r#"{"AWS":"arn:aws:iam::111122223333:role/KMSAdmin"}"#;
+
+    /// `fix` asks [`administrators`] on a `Policy`; the rule asks the view. They must agree.
+    #[test]
+    fn administrators_and_the_rule_agree() {
+        let statements = [
+            allow(ADMIN, r#""kms:Put*""#, ""),
+            allow(ADMIN, r#""kms:Describe*""#, ""),
+            allow(r#"{"AWS":"arn:aws:iam::111122223333:root"}"#, r#""kms:*""#, ""),
+            allow(r#"{"AWS":"arn:aws:iam::444455556666:role/A"}"#, r#""kms:*""#, ""),
+            r#"{"Effect":"Allow","NotPrincipal":{"AWS":"arn:aws:iam::111122223333:role/KMSAdmin"},"Action":"kms:*","Resource":"*"}"#.to_string(),
+            r#"{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:role/KMSAdmin"},"Action":"kms:*"}"#.to_string(),
+            r#"{"Effect":"Deny","Principal":{"AWS":"arn:aws:iam::111122223333:role/KMSAdmin"},"Action":"kms:*","Resource":"*"}"#.to_string(),
+            r#"{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/u"},"NotAction":"kms:Decrypt","Resource":"*"}"#.to_string(),
+        ];
+        for st in &statements {
+            let policy = Policy::parse(&policy(st)).unwrap();
+            assert_eq!(
+                administrators(&policy, ACCOUNT).is_empty(),
+                !has_administrator(&PolicyView::of(&policy), ACCOUNT),
+                "{st}"
+            );
+        }
+    }
 
     #[test]
     fn who_counts_as_administrator() {

@@ -1,10 +1,10 @@
 //! KMS-NOT-ACTION: Allow with `NotAction` grants every action but the listed ones.
 
-use super::{Finding, RuleId, effective_allows};
-use crate::policy::document::Policy;
+use super::{Finding, RuleId};
+use crate::policy::view::PolicyView;
 
-pub(super) fn check(policy: &Policy, out: &mut Vec<Finding>) {
-    for st in effective_allows(policy).filter(|st| st.actions.negated) {
+pub(super) fn check(policy: &PolicyView<'_>, out: &mut Vec<Finding>) {
+    for st in policy.effective_allows().filter(|st| st.actions.negated) {
         out.push(Finding::for_statement(
             RuleId::NotAction,
             policy,

@@ -1,10 +1,10 @@
 //! KMS-NOT-PRINCIPAL: Allow with `NotPrincipal` grants everyone but the listed principals.
 
-use super::{Finding, RuleId, describe_actions, effective_allows};
-use crate::policy::document::Policy;
+use super::{Finding, RuleId, describe_actions};
+use crate::policy::view::PolicyView;
 
-pub(super) fn check(policy: &Policy, out: &mut Vec<Finding>) {
-    for st in effective_allows(policy).filter(|st| st.principals.negated) {
+pub(super) fn check(policy: &PolicyView<'_>, out: &mut Vec<Finding>) {
+    for st in policy.effective_allows().filter(|st| st.principals.negated) {
         out.push(Finding::for_statement(
             RuleId::NotPrincipal,
             policy,

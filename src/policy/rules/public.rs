@@ -1,9 +1,11 @@
 //! KMS-PUBLIC: an Allow to everyone that no condition pins to known accounts or organisations.
 
-use super::{EvalContext, Finding, RuleId, describe_actions, effective_allows};
-use crate::policy::condition::BaseOperator;
-use crate::policy::document::{Policy, Statement};
+use std::borrow::Cow;
+
+use super::{EvalContext, Finding, RuleId, describe_actions};
+use crate::policy::condition::{BaseOperator, ConditionKey};
 use crate::policy::matching::{Arn, has_wildcard, is_account_id, is_public_aws_principal};
+use crate::policy::view::{PolicyView, StatementView};
 
 /// What kind of identity a restricting condition key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,23 +19,22 @@ pub enum RestrictionClass {
 
 /// A condition entry that pins the caller to fixed identities.
 #[derive(Debug, Clone, Copy)]
-pub struct Restriction<'a> {
+pub struct Restriction<'v, 'a> {
     pub class: RestrictionClass,
-    /// The key as written.
-    pub key: &'a str,
-    pub values: &'a [String],
+    pub values: &'v [Cow<'a, str>],
 }
 
-fn key_class(key_lowercase: &str) -> Option<RestrictionClass> {
+fn key_class(key: ConditionKey) -> Option<RestrictionClass> {
     use RestrictionClass::*;
-    Some(match key_lowercase {
-        "aws:principalaccount" | "kms:calleraccount" | "aws:sourceaccount" | "aws:sourceowner" => {
-            Account
-        }
-        "aws:principalarn" | "aws:sourcearn" => Arn,
-        "aws:principalorgid" | "aws:sourceorgid" => OrgId,
-        "aws:principalorgpaths" | "aws:sourceorgpaths" => OrgPaths,
-        "aws:userid" => UserId,
+    Some(match key {
+        ConditionKey::PrincipalAccount
+        | ConditionKey::CallerAccount
+        | ConditionKey::SourceAccount
+        | ConditionKey::SourceOwner => Account,
+        ConditionKey::PrincipalArn | ConditionKey::SourceArn => Arn,
+        ConditionKey::PrincipalOrgId | ConditionKey::SourceOrgId => OrgId,
+        ConditionKey::PrincipalOrgPaths | ConditionKey::SourceOrgPaths => OrgPaths,
+        ConditionKey::UserId => UserId,
         _ => return None,
     })
 }
@@ -66,23 +67,21 @@ fn is_fixed(class: RestrictionClass, value: &str) -> bool {
 }
 
 /// The condition entries of `st` that restrict who may call (RULES.md KMS-PUBLIC 1–3).
-pub fn public_restrictions(st: &Statement) -> Vec<Restriction<'_>> {
-    st.conditions
-        .iter()
-        .filter_map(|entry| {
-            let base = entry.operator.constraining_base(&entry.key_lowercase)?;
-            if !is_positive_restricting(base) {
-                return None;
-            }
-            let class = key_class(&entry.key_lowercase)?;
-            let fixed = !entry.values.is_empty() && entry.values.iter().all(|v| is_fixed(class, v));
-            fixed.then_some(Restriction {
-                class,
-                key: &entry.key,
-                values: &entry.values,
-            })
+pub fn public_restrictions<'v, 'a>(
+    st: &'v StatementView<'a>,
+) -> impl Iterator<Item = Restriction<'v, 'a>> {
+    st.conditions.iter().filter_map(|entry| {
+        let base = entry.constraining_base()?;
+        if !is_positive_restricting(base) {
+            return None;
+        }
+        let class = key_class(entry.key)?;
+        let fixed = !entry.values.is_empty() && entry.values.iter().all(|v| is_fixed(class, v));
+        fixed.then_some(Restriction {
+            class,
+            values: &entry.values,
         })
-        .collect()
+    })
 }
 
 /// StringEquals, StringEqualsIgnoreCase, StringLike, ArnEquals, ArnLike (RULES.md KMS-PUBLIC 1).
@@ -92,17 +91,21 @@ fn is_positive_restricting(base: BaseOperator) -> bool {
 
 /// True for a statement whose principal admits everyone: `*`, `{"AWS":"*"}`, a wildcard-account
 /// ARN, or any `NotPrincipal`. Service principals are never public.
-pub fn has_public_principal(st: &Statement) -> bool {
+pub fn has_public_principal(st: &StatementView<'_>) -> bool {
     st.principals.negated
         || st.principals.wildcard
         || st.principals.aws().any(is_public_aws_principal)
 }
 
 /// Reports public statements and returns their indexes (KMS-CROSS-ACCOUNT skips them).
-pub(super) fn check(policy: &Policy, _ctx: &EvalContext<'_>, out: &mut Vec<Finding>) -> Vec<usize> {
+pub(super) fn check(
+    policy: &PolicyView<'_>,
+    _ctx: &EvalContext<'_>,
+    out: &mut Vec<Finding>,
+) -> Vec<usize> {
     let mut public = Vec::new();
-    for st in effective_allows(policy) {
-        if has_public_principal(st) && public_restrictions(st).is_empty() {
+    for st in policy.effective_allows() {
+        if has_public_principal(st) && public_restrictions(st).next().is_none() {
             public.push(st.index);
             let who = if st.principals.negated {
                 "every principal not listed in NotPrincipal".to_string()
@@ -111,8 +114,11 @@ pub(super) fn check(policy: &Policy, _ctx: &EvalContext<'_>, out: &mut Vec<Findi
             };
             let network = st.conditions.iter().any(|c| {
                 matches!(
-                    c.key_lowercase.as_str(),
-                    "aws:sourceip" | "aws:sourcevpc" | "aws:sourcevpce" | "kms:viaservice"
+                    c.key,
+                    ConditionKey::SourceIp
+                        | ConditionKey::SourceVpc
+                        | ConditionKey::SourceVpce
+                        | ConditionKey::ViaService
                 )
             });
             let hint = if network {

@@ -1,11 +1,11 @@
 //! KMS-WILDCARD-ACTION: `kms:*` or `*` granted to a principal other than the account root.
 
-use super::{EvalContext, Finding, RuleId, effective_allows};
-use crate::policy::document::Policy;
+use super::{EvalContext, Finding, RuleId};
 use crate::policy::matching::is_account_principal;
+use crate::policy::view::PolicyView;
 
-pub(super) fn check(policy: &Policy, ctx: &EvalContext<'_>, out: &mut Vec<Finding>) {
-    for st in effective_allows(policy) {
+pub(super) fn check(policy: &PolicyView<'_>, ctx: &EvalContext<'_>, out: &mut Vec<Finding>) {
+    for st in policy.effective_allows() {
         // NotAction is KMS-NOT-ACTION's business; only a literal wildcard counts here.
         if st.actions.negated {
             continue;
@@ -26,7 +26,7 @@ pub(super) fn check(policy: &Policy, ctx: &EvalContext<'_>, out: &mut Vec<Findin
             st.principals
                 .entries
                 .iter()
-                .map(|e| e.value.as_str())
+                .map(|(_, value)| value.as_ref())
                 .filter(|v| !is_account_principal(v, ctx.account_id))
                 .collect()
         };

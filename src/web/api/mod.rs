@@ -7,6 +7,8 @@ mod reports;
 mod summary;
 mod sync;
 mod views;
+mod waivers;
+mod webhooks;
 
 use axum::Router;
 use axum::routing::get;
@@ -65,6 +67,9 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(sync::sync_runs))
         .routes(routes!(audit::list_audit))
         .routes(routes!(reports::compliance_report))
+        .routes(routes!(waivers::finding_detail, waivers::patch_finding))
+        .routes(routes!(waivers::waive_finding, waivers::unwaive_finding))
+        .routes(routes!(webhooks::list_deliveries))
         .split_for_parts();
     let openapi_json = openapi.clone();
     let router = router.route(

@@ -25,8 +25,10 @@ pub struct KeyView {
     pub policy_sha256: Option<String>,
     /// Why the policy could not be read, when it could not.
     pub policy_error: Option<String>,
-    /// No open finding.
+    /// No open finding. Waived findings are accepted risk: a key whose only findings are
+    /// waived is compliant.
     pub compliant: bool,
+    /// Open findings not covered by a waiver.
     pub open_findings: u64,
     /// False for AWS-managed keys.
     pub remediable: bool,
@@ -109,11 +111,17 @@ pub struct FindingView {
     pub region: String,
     pub rule_id: String,
     pub severity: String,
-    /// `open`, `resolved` or `waived`.
+    /// `open`, `resolved` or `waived` (open, covered by an active waiver until its expiry).
     pub status: String,
     pub statement_index: Option<i64>,
     pub sid: Option<String>,
     pub message: String,
+    /// Why the finding is waived, while it is.
+    pub waiver_reason: Option<String>,
+    /// When the waiver lapses and the finding reads `open` again.
+    pub waiver_expires_at: Option<DateTime<Utc>>,
+    /// A ticketing system's reference, set with `PATCH /api/v1/findings/{id}`.
+    pub ticket: Option<String>,
     /// The rule's title, rationale and fix, from the catalogue.
     pub title: String,
     pub remediation: String,
@@ -144,6 +152,9 @@ impl From<FindingRow> for FindingView {
             statement_index: f.statement_index,
             sid: f.sid,
             message: f.message,
+            waiver_reason: f.waiver_reason,
+            waiver_expires_at: f.waiver_expires_at,
+            ticket: f.ticket,
             policy_sha256: f.policy_sha256,
             first_seen: f.first_seen,
             last_seen: f.last_seen,

@@ -1,0 +1,106 @@
+//! `GET /webhooks/deliveries`: what was sent to the configured webhooks, and how it went.
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiResult, Page, Paging, decode_cursor, encode_cursor};
+use crate::store::DeliveryRow;
+use crate::web::AppState;
+use crate::web::auth::{Caller, Role};
+use crate::web::error::{ApiError, ApiJson, ApiQuery, Problem};
+
+/// One event's delivery to one webhook.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// The `X-Keyward-Delivery` idempotency id, the same on every attempt.
+    pub id: String,
+    /// The webhook's URL.
+    pub webhook: String,
+    /// e.g. `finding.opened`.
+    pub event: String,
+    /// `pending` (not yet delivered; retried), `delivered`, or `failed` (given up).
+    pub status: String,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    /// When a pending delivery is tried next.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The HTTP status of the last answer, if there was one.
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl From<DeliveryRow> for DeliveryView {
+    fn from(d: DeliveryRow) -> Self {
+        DeliveryView {
+            next_attempt_at: (d.status == "pending").then_some(d.next_attempt_at),
+            id: d.id,
+            webhook: d.webhook,
+            event: d.event,
+            status: d.status,
+            attempts: d.attempts,
+            created_at: d.created_at,
+            last_status: d.last_status,
+            last_error: d.last_error,
+            delivered_at: d.delivered_at,
+        }
+    }
+}
+
+/// Filters of `GET /webhooks/deliveries`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    /// `pending`, `delivered` or `failed`; every status when absent.
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Webhook deliveries, oldest first. Operator role: the list names the receivers.
+#[utoipa::path(get, path = "/api/v1/webhooks/deliveries", tag = "webhooks", params(DeliveryQuery),
+    responses((status = 200, body = Page<DeliveryView>), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
+) -> ApiResult<Page<DeliveryView>> {
+    caller.require(Role::Operator)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s @ ("pending" | "delivered" | "failed")) => Some(s),
+        Some(s) => {
+            return Err(ApiError::BadRequest(format!(
+                "status must be pending, delivered or failed, not {s:?}"
+            )));
+        }
+    };
+    let paging = Paging {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    };
+    let limit = paging.limit()?;
+    let after = paging
+        .cursor
+        .as_deref()
+        .map(decode_cursor)
+        .transpose()?
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest("cursor is not one this API returned".into()))
+        })
+        .transpose()?;
+    let (rows, total) = state.store.query_deliveries(status, after, limit).await?;
+    let next_cursor = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|d| encode_cursor(&d.seq.to_string())))
+        .flatten();
+    Ok(ApiJson(Page {
+        items: rows.into_iter().map(DeliveryView::from).collect(),
+        next_cursor,
+        total,
+    }))
+}
