@@ -668,3 +668,31 @@ async fn the_api_reference_page_is_served_offline() {
         "external reference in the page"
     );
 }
+
+#[tokio::test]
+async fn sync_runs_are_paginated() {
+    let db = db::sqlite().await;
+    for region in ["us-east-1", "eu-west-1", "ap-south-1"] {
+        db.store()
+            .start_sync_run(A, region, Utc::now())
+            .await
+            .unwrap();
+    }
+    let s = Server::start(db, true).await;
+    let (status, first) = s.get("viewer", "/api/v1/sync/runs?limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["total"], 3);
+    assert_eq!(first["items"][0]["region"], "ap-south-1");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, rest) = s
+        .get(
+            "viewer",
+            &format!("/api/v1/sync/runs?limit=2&cursor={cursor}"),
+        )
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["items"][0]["region"], "us-east-1");
+    assert!(rest["next_cursor"].is_null());
+    let (status, body) = s.get("viewer", "/api/v1/sync/runs?colour=blue").await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+}

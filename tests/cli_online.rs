@@ -283,7 +283,7 @@ async fn serve_answers_health_ready_and_metrics_then_stops_on_sigterm() {
             .json()
             .await
             .unwrap();
-        let done = runs
+        let done = runs["items"]
             .as_array()
             .unwrap()
             .iter()

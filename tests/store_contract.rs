@@ -883,6 +883,15 @@ async fn abandoned_runs_are_closed_as_failed(store: &dyn Store) {
     assert_eq!(run(dead).error.as_deref(), Some("abandoned"));
     assert_eq!(run(dead).finished_at, Some(t(30)));
     assert_eq!(run(elsewhere).status, "running");
+    // paging: newest first, strictly before the cursor, with the total
+    let (page, total) = store.sync_runs_page(None, 1).await.expect("page");
+    assert_eq!((page.len(), total), (1, 2));
+    assert_eq!(page[0].id, elsewhere);
+    let (rest, _) = store
+        .sync_runs_page(Some(page[0].id), 10)
+        .await
+        .expect("page");
+    assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), vec![dead]);
     // finished runs are never touched
     assert_eq!(
         store

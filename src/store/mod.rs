@@ -542,6 +542,12 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<u64>;
     /// The newest runs first.
     async fn recent_sync_runs(&self, limit: u32) -> StoreResult<Vec<SyncRunRow>>;
+    /// Runs newest first, strictly before `before` (an id), at most `limit`; with the total.
+    async fn sync_runs_page(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<(Vec<SyncRunRow>, u64)>;
     /// The newest run of every account·region.
     async fn latest_sync_runs(&self) -> StoreResult<Vec<SyncRunRow>>;
 

@@ -824,6 +824,30 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn sync_runs_page(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<(Vec<SyncRunRow>, u64)> {
+        let runs = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM sync_runs WHERE id < $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(run_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        // Runs are only ever appended, so a total read a moment later can only be larger.
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok((runs, count("total", total)?))
+    }
+
     async fn latest_sync_runs(&self) -> StoreResult<Vec<SyncRunRow>> {
         sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM sync_runs WHERE id IN \

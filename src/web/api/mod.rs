@@ -85,6 +85,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// Paging parameters of every collection.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct Paging {
     /// Page size, 1–500 (default 100).
     pub limit: Option<u32>,

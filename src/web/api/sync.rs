@@ -2,9 +2,8 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
 
-use super::{Ack, ApiResult, SyncRunView};
+use super::{Ack, ApiResult, Page, Paging, SyncRunView, decode_cursor, encode_cursor};
 use crate::web::auth::{Caller, Role};
 use crate::web::error::{ApiError, ApiJson, ApiQuery, Problem};
 use crate::web::{AppState, record_audit};
@@ -49,28 +48,32 @@ pub async fn trigger_sync(
     ))
 }
 
-/// Parameters of `GET /sync/runs`.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct RunQuery {
-    /// How many of the newest runs, 1–500 (default 100).
-    pub limit: Option<u32>,
-}
-
-/// The newest sync runs first.
-#[utoipa::path(get, path = "/api/v1/sync/runs", tag = "sync", params(RunQuery),
-    responses((status = 200, body = Vec<SyncRunView>), (status = 400, body = Problem), (status = 401, body = Problem)))]
+/// Sync runs, newest first.
+#[utoipa::path(get, path = "/api/v1/sync/runs", tag = "sync", params(Paging),
+    responses((status = 200, body = Page<SyncRunView>), (status = 400, body = Problem), (status = 401, body = Problem)))]
 pub async fn sync_runs(
     State(state): State<AppState>,
     _caller: Caller,
-    ApiQuery(q): ApiQuery<RunQuery>,
-) -> ApiResult<Vec<SyncRunView>> {
-    let limit = super::Paging {
-        limit: q.limit,
-        cursor: None,
-    }
-    .limit()?;
-    let runs = state.store.recent_sync_runs(limit).await?;
-    Ok(ApiJson(runs.into_iter().map(SyncRunView::from).collect()))
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> ApiResult<Page<SyncRunView>> {
+    let limit = paging.limit()?;
+    let before = paging
+        .cursor
+        .as_deref()
+        .map(decode_cursor)
+        .transpose()?
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest("cursor is not one this API returned".into()))
+        })
+        .transpose()?;
+    let (runs, total) = state.store.sync_runs_page(before, limit).await?;
+    let next_cursor = (runs.len() == limit as usize)
+        .then(|| runs.last().map(|r| encode_cursor(&r.id.to_string())))
+        .flatten();
+    Ok(ApiJson(Page {
+        items: runs.into_iter().map(SyncRunView::from).collect(),
+        next_cursor,
+        total,
+    }))
 }
