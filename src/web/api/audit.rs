@@ -2,10 +2,10 @@
 
 use axum::extract::State;
 
-use super::{ApiResult, AuditView, Page, Paging, decode_cursor, encode_cursor};
+use super::{ApiResult, AuditView, Page, Paging};
 use crate::web::AppState;
 use crate::web::auth::Caller;
-use crate::web::error::{ApiError, ApiJson, ApiQuery, Problem};
+use crate::web::error::{ApiJson, ApiQuery, Problem};
 
 /// Audit log entries, newest first.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(Paging),
@@ -16,23 +16,13 @@ pub async fn list_audit(
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<Page<AuditView>> {
     let limit = paging.limit()?;
-    let before = paging
-        .cursor
-        .as_deref()
-        .map(decode_cursor)
-        .transpose()?
-        .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| ApiError::BadRequest("cursor is not one this API returned".into()))
-        })
-        .transpose()?;
+    let before = paging.id_cursor()?;
     let (rows, total) = state.store.list_audit(before, limit).await?;
-    let next_cursor = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|e| encode_cursor(&e.id.to_string())))
-        .flatten();
-    Ok(ApiJson(Page {
-        items: rows.into_iter().map(AuditView::from).collect(),
-        next_cursor,
+    Ok(ApiJson(Page::of(
+        rows,
         total,
-    }))
+        limit,
+        |e| e.id.to_string(),
+        AuditView::from,
+    )))
 }

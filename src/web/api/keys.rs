@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{
     ApiResult, FindingView, GrantView, KeyDetail, KeyView, Page, Paging, PolicyVersionView,
-    PolicyView, decode_cursor, encode_cursor,
+    PolicyView,
 };
 use crate::policy::Policy;
 use crate::policy::diff::diff;
@@ -80,7 +80,7 @@ pub async fn list_keys(
         cursor: q.cursor.clone(),
     };
     let limit = paging.limit()?;
-    let after = paging.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = paging.text_cursor()?;
     let filter = KeyFilter {
         account: q.account,
         region: q.region,
@@ -94,14 +94,13 @@ pub async fn list_keys(
         .store
         .query_keys(&filter, after.as_deref(), limit)
         .await?;
-    let next_cursor = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|k| encode_cursor(&k.key.arn)))
-        .flatten();
-    Ok(ApiJson(Page {
-        items: rows.into_iter().map(KeyView::from).collect(),
-        next_cursor,
+    Ok(ApiJson(Page::of(
+        rows,
         total,
-    }))
+        limit,
+        |k| k.key.arn.clone(),
+        KeyView::from,
+    )))
 }
 
 /// The one key `{key}` names: a key id or an ARN (percent-encoded in the path).
@@ -273,16 +272,7 @@ pub async fn list_findings(
         cursor: q.cursor.clone(),
     };
     let limit = paging.limit()?;
-    let after = paging
-        .cursor
-        .as_deref()
-        .map(decode_cursor)
-        .transpose()?
-        .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| ApiError::BadRequest("cursor is not one this API returned".into()))
-        })
-        .transpose()?;
+    let after = paging.id_cursor()?;
     let filter = FindingFilter {
         account: q.account,
         region: q.region,
@@ -293,12 +283,11 @@ pub async fn list_findings(
         q: q.q.filter(|s| !s.is_empty()),
     };
     let (rows, total) = state.store.query_findings(&filter, after, limit).await?;
-    let next_cursor = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|f| encode_cursor(&f.id.to_string())))
-        .flatten();
-    Ok(ApiJson(Page {
-        items: rows.into_iter().map(FindingView::from).collect(),
-        next_cursor,
+    Ok(ApiJson(Page::of(
+        rows,
         total,
-    }))
+        limit,
+        |f| f.id.to_string(),
+        FindingView::from,
+    )))
 }

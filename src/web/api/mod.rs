@@ -106,6 +106,45 @@ impl Paging {
     }
 }
 
+impl Paging {
+    /// The cursor as the text key it encodes (`None` on the first page).
+    pub fn text_cursor(&self) -> Result<Option<String>, ApiError> {
+        self.cursor.as_deref().map(decode_cursor).transpose()
+    }
+
+    /// The cursor as the numeric id it encodes (`None` on the first page).
+    pub fn id_cursor(&self) -> Result<Option<i64>, ApiError> {
+        self.text_cursor()?
+            .map(|c| c.parse::<i64>().map_err(|_| bad_cursor()))
+            .transpose()
+    }
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::BadRequest("cursor is not one this API returned".into())
+}
+
+impl<T: ToSchema> Page<T> {
+    /// A page of `rows` fetched with `limit`: a full page gets a `next_cursor` made from the last
+    /// row's sort key, a short one is the last.
+    pub fn of<R>(
+        rows: Vec<R>,
+        total: u64,
+        limit: u32,
+        sort_key: impl Fn(&R) -> String,
+        view: impl Fn(R) -> T,
+    ) -> Self {
+        let next_cursor = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|r| encode_cursor(&sort_key(r))))
+            .flatten();
+        Page {
+            items: rows.into_iter().map(view).collect(),
+            next_cursor,
+            total,
+        }
+    }
+}
+
 /// One page of a collection.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Page<T: ToSchema> {
@@ -126,7 +165,7 @@ pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     hex::decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| ApiError::BadRequest("cursor is not one this API returned".into()))
+        .ok_or_else(bad_cursor)
 }
 
 /// `{"status": …}` acknowledgements.

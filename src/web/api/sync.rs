@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::{Ack, ApiResult, Page, Paging, SyncRunView, decode_cursor, encode_cursor};
+use super::{Ack, ApiResult, Page, Paging, SyncRunView};
 use crate::web::auth::{Caller, Role};
 use crate::web::error::{ApiError, ApiJson, ApiQuery, Problem};
 use crate::web::{AppState, record_audit};
@@ -57,23 +57,13 @@ pub async fn sync_runs(
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<Page<SyncRunView>> {
     let limit = paging.limit()?;
-    let before = paging
-        .cursor
-        .as_deref()
-        .map(decode_cursor)
-        .transpose()?
-        .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| ApiError::BadRequest("cursor is not one this API returned".into()))
-        })
-        .transpose()?;
+    let before = paging.id_cursor()?;
     let (runs, total) = state.store.sync_runs_page(before, limit).await?;
-    let next_cursor = (runs.len() == limit as usize)
-        .then(|| runs.last().map(|r| encode_cursor(&r.id.to_string())))
-        .flatten();
-    Ok(ApiJson(Page {
-        items: runs.into_iter().map(SyncRunView::from).collect(),
-        next_cursor,
+    Ok(ApiJson(Page::of(
+        runs,
         total,
-    }))
+        limit,
+        |r| r.id.to_string(),
+        SyncRunView::from,
+    )))
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiResult, Page, Paging, decode_cursor, encode_cursor};
+use super::{ApiResult, Page, Paging};
 use crate::store::DeliveryRow;
 use crate::web::AppState;
 use crate::web::auth::{Caller, Role};
@@ -84,23 +84,13 @@ pub async fn list_deliveries(
         cursor: q.cursor.clone(),
     };
     let limit = paging.limit()?;
-    let after = paging
-        .cursor
-        .as_deref()
-        .map(decode_cursor)
-        .transpose()?
-        .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| ApiError::BadRequest("cursor is not one this API returned".into()))
-        })
-        .transpose()?;
+    let after = paging.id_cursor()?;
     let (rows, total) = state.store.query_deliveries(status, after, limit).await?;
-    let next_cursor = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|d| encode_cursor(&d.seq.to_string())))
-        .flatten();
-    Ok(ApiJson(Page {
-        items: rows.into_iter().map(DeliveryView::from).collect(),
-        next_cursor,
+    Ok(ApiJson(Page::of(
+        rows,
         total,
-    }))
+        limit,
+        |d| d.seq.to_string(),
+        DeliveryView::from,
+    )))
 }
