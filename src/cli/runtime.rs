@@ -1,5 +1,6 @@
 //! What the online commands share: configuration, logging, the async runtime, the services.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +22,10 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("keyward=info,warn"));
+    // Colour only for a person at a terminal; log files and pipelines get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second initialisation (tests run commands in-process) is harmless.
     let _ = match format {
