@@ -82,3 +82,21 @@ fn replica_id() -> String {
         rand::random::<u32>()
     )
 }
+
+/// The accounts to sync, with an error that says where they were to come from.
+pub async fn targets(
+    config: &Config,
+    connector: &dyn KmsConnector,
+) -> Result<Vec<crate::sync::Target>, CliError> {
+    crate::sync::resolve_targets(config, connector)
+        .await
+        .map_err(|e| {
+            if config.accounts.is_empty() {
+                CliError::Aws(format!(
+                    "no [[accounts]] are configured, so Keyward watches the account of the default AWS credentials, but they could not be used: {e}"
+                ))
+            } else {
+                CliError::Aws(e.to_string())
+            }
+        })
+}

@@ -7,7 +7,7 @@ use super::{CliError, Exit, ServeArgs, runtime};
 use crate::clock::{Clock, SystemClock};
 use crate::metrics::Metrics;
 use crate::notify::{DeliverySettings, Notifier, Webhook};
-use crate::sync::{resolve_targets, run_scheduler};
+use crate::sync::run_scheduler;
 use crate::web::{AppState, SyncTrigger, build_app, serve};
 
 /// Runs `keyward serve` until SIGINT/SIGTERM.
@@ -22,9 +22,7 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
             metrics.set_stats(&stats);
         }
         let (service, connector) = runtime::sync_service(&config, store.clone(), metrics.clone());
-        let targets = resolve_targets(&config, connector.as_ref())
-            .await
-            .map_err(|e| CliError::Aws(e.to_string()))?;
+        let targets = runtime::targets(&config, connector.as_ref()).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", config.listen)))?;

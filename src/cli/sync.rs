@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{CliError, Exit, SyncArgs, runtime};
 use crate::metrics::Metrics;
-use crate::sync::{Due, resolve_targets, run_scheduler, summary_line};
+use crate::sync::{Due, run_scheduler, summary_line};
 
 /// Runs `keyward sync`.
 pub fn run(args: &SyncArgs, out: &mut dyn Write) -> Result<Exit, CliError> {
@@ -16,9 +16,7 @@ pub fn run(args: &SyncArgs, out: &mut dyn Write) -> Result<Exit, CliError> {
         let store = runtime::open_store(&config).await?;
         let metrics = Arc::new(Metrics::new());
         let (service, connector) = runtime::sync_service(&config, store, metrics);
-        let targets = resolve_targets(&config, connector.as_ref())
-            .await
-            .map_err(|e| CliError::Aws(e.to_string()))?;
+        let targets = runtime::targets(&config, connector.as_ref()).await?;
         if !args.once {
             let (tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
