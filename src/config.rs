@@ -45,6 +45,8 @@ pub struct Config {
     /// Where to POST events (`[[webhooks]]`), for ticketing systems.
     pub webhooks: Vec<WebhookConfig>,
     pub auth: AuthConfig,
+    /// Approval-gated remediation (`[remediation]`).
+    pub remediation: RemediationConfig,
     /// `text` for people, `json` for log pipelines.
     pub log_format: LogFormat,
 }
@@ -68,6 +70,7 @@ impl Default for Config {
             accounts: Vec::new(),
             webhooks: Vec::new(),
             auth: AuthConfig::default(),
+            remediation: RemediationConfig::default(),
             log_format: LogFormat::Text,
         }
     }
@@ -101,6 +104,43 @@ impl Default for SyncConfig {
             interval: Duration::from_secs(15 * 60),
             concurrency: 16,
             parallel_regions: 4,
+        }
+    }
+}
+
+/// Whether Keyward may write key policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemediationMode {
+    /// Proposals and approvals only; apply is refused.
+    #[default]
+    ProposeOnly,
+    /// Approved proposals may be applied with PutKeyPolicy.
+    Apply,
+}
+
+/// Approval-gated remediation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemediationConfig {
+    /// `propose-only` (default) or `apply`.
+    pub mode: RemediationMode,
+    /// Distinct approvers (never the requester) a proposal needs.
+    pub required_approvals: u32,
+    /// Apply as soon as a proposal is approved (not implemented yet: must stay false).
+    pub auto_apply: bool,
+    /// How long a proposal waits for approval and apply (humantime: `7d`).
+    #[serde(serialize_with = "ser_duration", deserialize_with = "de_duration")]
+    pub expires_after: Duration,
+}
+
+impl Default for RemediationConfig {
+    fn default() -> Self {
+        RemediationConfig {
+            mode: RemediationMode::ProposeOnly,
+            required_approvals: 1,
+            auto_apply: false,
+            expires_after: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -234,6 +274,21 @@ impl Config {
         }
         if !(1..=64).contains(&self.sync.parallel_regions) {
             return Err(invalid("sync.parallel_regions", "must be between 1 and 64"));
+        }
+        if !(1..=10).contains(&self.remediation.required_approvals) {
+            return Err(invalid(
+                "remediation.required_approvals",
+                "must be between 1 and 10",
+            ));
+        }
+        if self.remediation.auto_apply {
+            return Err(invalid(
+                "remediation.auto_apply",
+                "automatic apply is not supported yet; apply approved remediations with POST /api/v1/remediations/{id}/apply",
+            ));
+        }
+        if self.remediation.expires_after < Duration::from_secs(60) {
+            return Err(invalid("remediation.expires_after", "must be at least 1m"));
         }
         if let Some(url) = &self.aws.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

@@ -8,6 +8,7 @@ pub mod config;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod remediation;
 pub mod report;
 pub mod store;
 pub mod sync;

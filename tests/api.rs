@@ -191,6 +191,7 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             clock: Arc::new(SystemClock),
             sync: None,
+            remediation: None,
             metrics_public,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -631,12 +632,19 @@ async fn openapi_document_and_router_agree() {
         "GET /api/v1/keys/{key}",
         "GET /api/v1/keys/{key}/history",
         "GET /api/v1/keys/{key}/policy",
+        "GET /api/v1/remediations",
+        "GET /api/v1/remediations/{id}",
         "GET /api/v1/reports/compliance",
         "GET /api/v1/summary",
         "GET /api/v1/sync/runs",
         "GET /api/v1/webhooks/deliveries",
         "PATCH /api/v1/findings/{id}",
         "POST /api/v1/findings/{id}/waive",
+        "POST /api/v1/remediations",
+        "POST /api/v1/remediations/{id}/apply",
+        "POST /api/v1/remediations/{id}/approve",
+        "POST /api/v1/remediations/{id}/reject",
+        "POST /api/v1/remediations/{id}/rollback",
         "POST /api/v1/sync",
     ];
     assert_eq!(documented, served);

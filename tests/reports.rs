@@ -275,6 +275,7 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             clock: Arc::new(SystemClock),
             sync: None,
+            remediation: None,
             metrics_public: true,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

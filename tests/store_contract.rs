@@ -6,10 +6,10 @@ mod db;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use keyward::store::{
-    AccountRow, AuditEvent, DeliveryAttempt, FindingFilter, FindingRow, GrantRecord, KeyFilter,
-    KeyRecord, KeyRow, KeyUpdate, NewAuditEvent, NewFinding, NewToken, NewWaiver, OutboxEvent,
-    PolicyState, RegionSync, RegionSyncOutcome, Store, StoreError, StoreStats, SyncRunFinish,
-    WaiverScope, WebhookSubscription, audit_hash,
+    AccountRow, ApplyResult, ApprovalRow, AuditEvent, DeliveryAttempt, FindingFilter, FindingRow,
+    GrantRecord, KeyFilter, KeyRecord, KeyRow, KeyUpdate, NewAuditEvent, NewFinding,
+    NewRemediation, NewToken, NewWaiver, OutboxEvent, PolicyState, RegionSync, RegionSyncOutcome,
+    Store, StoreError, StoreStats, SyncRunFinish, WaiverScope, WebhookSubscription, audit_hash,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -1206,18 +1206,29 @@ async fn cancelled_sync_is_all_or_nothing(store: &dyn Store) {
         )
         .await
         .is_ok();
-        let stored = store
-            .key_fingerprints(ACCOUNT, &region)
-            .await
-            .expect("fingerprints")
-            .len();
-        let findings = store
-            .list_findings(true)
-            .await
-            .expect("findings")
-            .iter()
-            .filter(|f| f.region == region)
-            .count();
+        // A cancelled future may leave its COMMIT (or rollback) still landing on the database,
+        // and the two counts below are separate reads; so wait for them to settle, bounded. A
+        // partial write would stay partial and fail here.
+        let mut attempts = 0;
+        let (stored, findings) = loop {
+            let stored = store
+                .key_fingerprints(ACCOUNT, &region)
+                .await
+                .expect("fingerprints")
+                .len();
+            let findings = store
+                .list_findings(true)
+                .await
+                .expect("findings")
+                .iter()
+                .filter(|f| f.region == region)
+                .count();
+            attempts += 1;
+            if (stored, findings) == (0, 0) || (stored, findings) == (100, 100) || attempts == 40 {
+                break (stored, findings);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
         assert!(
             (stored, findings) == (0, 0) || (stored, findings) == (100, 100),
             "round {round} (finished: {finished}): {stored} keys, {findings} findings"
@@ -3303,6 +3314,366 @@ async fn concurrent_delivery_claims_are_exclusive(first: Arc<dyn Store>, second:
     assert!(rows.iter().all(|d| d.attempts == 1));
 }
 
+// ---- remediations ----
+
+fn new_remediation(key_arn: &str, requester: &str, idem: Option<&str>) -> NewRemediation {
+    NewRemediation {
+        key_arn: key_arn.into(),
+        account_id: ACCOUNT.into(),
+        region: REGION.into(),
+        requester: requester.into(),
+        ticket: Some("SEC-42".into()),
+        comment: Some("fix delegation".into()),
+        base_policy: "{\"Version\":\"2012-10-17\"}".into(),
+        base_sha256: sha("{\"Version\":\"2012-10-17\"}"),
+        proposed_policy: "{\"Version\":\"2012-10-17\",\"Statement\":[]}".into(),
+        proposed_sha256: sha("{\"Version\":\"2012-10-17\",\"Statement\":[]}"),
+        diff: "{\"changes\":[]}".into(),
+        resolves: vec!["KMS-DELEGATION".into()],
+        remaining: vec![],
+        created_at: t(0),
+        expires_at: t(7 * 86_400),
+        rollback_of: None,
+        idempotency_key: idem.map(str::to_string),
+    }
+}
+
+fn approval(who: &str, at: DateTime<Utc>, comment: Option<&str>) -> ApprovalRow {
+    ApprovalRow {
+        approver: who.into(),
+        comment: comment.map(str::to_string),
+        created_at: at,
+    }
+}
+
+async fn remediation_lifecycle_with_events_and_audit(store: &dyn Store) {
+    let arn = arn_in(REGION, "k1");
+    let (created, fresh) = store
+        .create_remediation(
+            &new_remediation(&arn, "alice", Some("idem-1")),
+            &audit_at(t(0), "remediation.requested", &arn),
+        )
+        .await
+        .expect("create");
+    assert!(fresh);
+    assert_eq!(created.state, "pending_approval");
+    assert_eq!(created.resolves, vec!["KMS-DELEGATION".to_string()]);
+    assert_eq!(created.diff, serde_json::json!({"changes": []}));
+    assert_eq!(created.created_at, t(0));
+    // The same idempotency key returns the first one, writing nothing.
+    let (again, fresh) = store
+        .create_remediation(
+            &new_remediation(&arn, "alice", Some("idem-1")),
+            &audit_at(t(1), "remediation.requested", &arn),
+        )
+        .await
+        .expect("create again");
+    assert!(!fresh);
+    assert_eq!(again.id, created.id);
+    assert_eq!(store.list_remediations(None, 10).await.expect("list").1, 1);
+    let events = all_outbox(store).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event, "remediation.requested");
+    assert_eq!(payload(&events[0])["ticket"], "SEC-42");
+
+    // The requester can never approve.
+    let err = store
+        .approve_remediation(
+            created.id,
+            &approval("alice", t(5), None),
+            2,
+            &audit_at(t(5), "remediation.approved", &arn),
+        )
+        .await
+        .expect_err("self approval");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // Two distinct approvers are required.
+    let one = store
+        .approve_remediation(
+            created.id,
+            &approval("bob", t(6), Some("ok")),
+            2,
+            &audit_at(t(6), "remediation.approved", &arn),
+        )
+        .await
+        .expect("bob approves");
+    assert_eq!(one.state, "pending_approval");
+    assert_eq!(one.approvals.len(), 1);
+    let err = store
+        .approve_remediation(
+            created.id,
+            &approval("bob", t(7), None),
+            2,
+            &audit_at(t(7), "remediation.approved", &arn),
+        )
+        .await
+        .expect_err("bob twice");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let two = store
+        .approve_remediation(
+            created.id,
+            &approval("carol", t(8), None),
+            2,
+            &audit_at(t(8), "remediation.approved", &arn),
+        )
+        .await
+        .expect("carol approves");
+    assert_eq!(two.state, "approved");
+    assert_eq!(
+        two.approvals
+            .iter()
+            .map(|a| a.approver.as_str())
+            .collect::<Vec<_>>(),
+        vec!["bob", "carol"]
+    );
+
+    // Claiming is one conditional update: the second claim gets nothing.
+    let claimed = store
+        .claim_remediation(
+            created.id,
+            t(10),
+            &audit_at(t(10), "remediation.applying", &arn),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.expect("claimed").state, "applying");
+    assert!(
+        store
+            .claim_remediation(
+                created.id,
+                t(11),
+                &audit_at(t(11), "remediation.applying", &arn)
+            )
+            .await
+            .expect("claim again")
+            .is_none()
+    );
+    let applied = store
+        .finish_remediation(
+            created.id,
+            &ApplyResult::Applied,
+            t(12),
+            &audit_at(t(12), "remediation.applied", &arn),
+        )
+        .await
+        .expect("finish");
+    assert_eq!(applied.state, "applied");
+    assert_eq!(applied.applied_at, Some(t(12)));
+    let err = store
+        .finish_remediation(
+            created.id,
+            &ApplyResult::Failed("x".into()),
+            t(13),
+            &audit_at(t(13), "remediation.failed", &arn),
+        )
+        .await
+        .expect_err("finish twice");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+    let events = all_outbox(store).await;
+    assert_eq!(
+        events.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        vec![
+            "remediation.requested",
+            "remediation.approved",
+            "remediation.applied"
+        ]
+    );
+    assert!(events.iter().all(|e| payload(e)["ticket"] == "SEC-42"));
+    let (audit, _) = store.list_audit(None, 100).await.expect("audit");
+    // requested, bob's approval, carol's approval (approved), claim, applied.
+    assert_eq!(audit.len(), 5);
+    assert_eq!(
+        store.verify_audit().await.expect("verify").first_broken_id,
+        None
+    );
+}
+
+async fn remediation_reject_stale_expire_and_list(store: &dyn Store) {
+    let arn = arn_in(REGION, "k2");
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (r, _) = store
+            .create_remediation(
+                &new_remediation(&arn, "alice", None),
+                &audit_at(t(i), "remediation.requested", &arn),
+            )
+            .await
+            .expect("create");
+        ids.push(r.id);
+    }
+    // Rejecting needs a comment.
+    let err = store
+        .reject_remediation(
+            ids[0],
+            &approval("bob", t(5), Some("  ")),
+            &audit_at(t(5), "remediation.rejected", &arn),
+        )
+        .await
+        .expect_err("no comment");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let rejected = store
+        .reject_remediation(
+            ids[0],
+            &approval("bob", t(5), Some("not now")),
+            &audit_at(t(5), "remediation.rejected", &arn),
+        )
+        .await
+        .expect("reject");
+    assert_eq!(rejected.state, "rejected");
+    assert_eq!(rejected.error.as_deref(), Some("not now"));
+    let err = store
+        .approve_remediation(
+            ids[0],
+            &approval("carol", t(6), None),
+            1,
+            &audit_at(t(6), "remediation.approved", &arn),
+        )
+        .await
+        .expect_err("approve rejected");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // A pending remediation cannot be claimed.
+    assert!(
+        store
+            .claim_remediation(ids[1], t(6), &audit_at(t(6), "x", &arn))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    // Stale: claimed, then the base changed.
+    store
+        .approve_remediation(
+            ids[1],
+            &approval("bob", t(6), None),
+            1,
+            &audit_at(t(6), "remediation.approved", &arn),
+        )
+        .await
+        .expect("approve");
+    store
+        .claim_remediation(ids[1], t(7), &audit_at(t(7), "x", &arn))
+        .await
+        .expect("claim")
+        .expect("won");
+    let stale = store
+        .finish_remediation(
+            ids[1],
+            &ApplyResult::Stale("policy changed".into()),
+            t(8),
+            &audit_at(t(8), "remediation.stale", &arn),
+        )
+        .await
+        .expect("stale");
+    assert_eq!(stale.state, "stale");
+    assert_eq!(stale.error.as_deref(), Some("policy changed"));
+    // Expiry: pending and approved ones past expires_at; nothing before it.
+    store
+        .approve_remediation(
+            ids[2],
+            &approval("bob", t(9), None),
+            1,
+            &audit_at(t(9), "remediation.approved", &arn),
+        )
+        .await
+        .expect("approve");
+    assert!(
+        store
+            .expire_remediations(t(10))
+            .await
+            .expect("expire early")
+            .is_empty()
+    );
+    let expired = store
+        .expire_remediations(t(8 * 86_400))
+        .await
+        .expect("expire");
+    assert_eq!(expired, vec![ids[2], ids[3]]);
+    assert_eq!(
+        store
+            .get_remediation(ids[3])
+            .await
+            .expect("get")
+            .expect("row")
+            .state,
+        "expired"
+    );
+    assert!(store.get_remediation(9_999).await.expect("get").is_none());
+    // Listing: newest first, paged by id.
+    let (page, total) = store.list_remediations(None, 3).await.expect("list");
+    assert_eq!(total, 4);
+    assert_eq!(
+        page.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ids[3], ids[2], ids[1]]
+    );
+    let (rest, _) = store
+        .list_remediations(Some(ids[1]), 3)
+        .await
+        .expect("list rest");
+    assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[0]]);
+    let events = all_outbox(store).await;
+    let failed = events
+        .iter()
+        .filter(|e| e.event == "remediation.failed")
+        .count();
+    assert_eq!(failed, 4, "rejected, stale and two expired");
+    assert_eq!(
+        store.verify_audit().await.expect("verify").first_broken_id,
+        None
+    );
+}
+
+async fn concurrent_remediation_claims_have_one_winner(
+    first: Arc<dyn Store>,
+    second: Arc<dyn Store>,
+) {
+    let arn = arn_in(REGION, "k3");
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let (r, _) = first
+            .create_remediation(
+                &new_remediation(&arn, "alice", None),
+                &audit_at(t(i), "remediation.requested", &arn),
+            )
+            .await
+            .expect("create");
+        first
+            .approve_remediation(
+                r.id,
+                &approval("bob", t(i), None),
+                1,
+                &audit_at(t(i), "remediation.approved", &arn),
+            )
+            .await
+            .expect("approve");
+        ids.push(r.id);
+    }
+    let mut tasks = Vec::new();
+    for store in [first.clone(), second.clone(), first.clone(), second.clone()] {
+        let ids = ids.clone();
+        let arn = arn.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            for id in ids {
+                if store
+                    .claim_remediation(id, t(100), &audit_at(t(100), "remediation.applying", &arn))
+                    .await
+                    .expect("claim")
+                    .is_some()
+                {
+                    won.push(id);
+                }
+            }
+            won
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    all.sort_unstable();
+    assert_eq!(all, ids, "every remediation claimed exactly once");
+}
+
 macro_rules! contract {
     (
         stores: [$($name:ident),* $(,)?],
@@ -3385,6 +3756,8 @@ contract! {
         sync_writes_finding_events_in_its_transaction,
         cancelled_sync_writes_events_all_or_nothing,
         deliveries_fan_out_retry_and_finish,
+        remediation_lifecycle_with_events_and_audit,
+        remediation_reject_stale_expire_and_list,
     ],
     databases: [
         audit_tampering_is_detected,
@@ -3397,5 +3770,6 @@ contract! {
         concurrent_region_syncs_all_apply,
         concurrent_audit_appends_form_one_chain,
         concurrent_delivery_claims_are_exclusive,
+        concurrent_remediation_claims_have_one_winner,
     ],
 }

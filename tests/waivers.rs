@@ -122,6 +122,7 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             clock: db.clock(),
             sync: None,
+            remediation: None,
             metrics_public: true,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

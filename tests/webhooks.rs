@@ -238,6 +238,7 @@ async fn api(db: &db::TestDb) -> String {
         metrics: Arc::new(Metrics::new()),
         clock: db.clock(),
         sync: None,
+        remediation: None,
         metrics_public: true,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,9 +4,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use super::{CliError, Exit, ServeArgs, runtime};
+use crate::aws::SdkConnector;
 use crate::clock::{Clock, SystemClock};
 use crate::metrics::Metrics;
 use crate::notify::{DeliverySettings, Notifier, Webhook};
+use crate::remediation::{RemediationService, SyncAfterApply};
 use crate::sync::run_scheduler;
 use crate::web::{AppState, SyncTrigger, build_app, serve};
 
@@ -46,12 +48,28 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
             .map_err(|e| CliError::Usage(e.to_string()))?;
             Some(tokio::spawn(notifier.run(rx.clone())))
         };
+        let remediation = Arc::new(RemediationService {
+            store: store.clone(),
+            connector: connector.clone(),
+            writers: Arc::new(SdkConnector::new(
+                config.aws.endpoint_url.clone(),
+                metrics.clone(),
+            )),
+            clock: clock.clone(),
+            config: config.remediation.clone(),
+            accounts: config.accounts.clone(),
+            after_apply: Some(Arc::new(SyncAfterApply {
+                service: service.clone(),
+                targets: targets.clone(),
+            })),
+        });
         let scheduler = tokio::spawn(run_scheduler(service, targets, config.sync.interval, rx));
         let app = build_app(AppState {
             store,
             metrics,
             clock,
             sync: Some(trigger),
+            remediation: Some(remediation),
             metrics_public: config.auth.metrics_public,
         });
         let served = serve(listener, app, async move {

@@ -441,6 +441,33 @@ fn check_safety(
     Ok(())
 }
 
+/// Keyward's own lockout pre-check before PutKeyPolicy (AWS applies the same check, emulators
+/// do not): `caller` (an IAM role or user ARN) must still be able to call `kms:PutKeyPolicy`
+/// under `policy`, either named in an unconditioned Allow or through IAM delegation (an Allow
+/// for the account root without the `aws:PrincipalType` pin, so IAM policies decide).
+pub fn check_caller_keeps_access(
+    policy: &Policy,
+    account: &str,
+    caller: &str,
+) -> Result<(), FixRefused> {
+    let caller = session_to_role_arn(caller);
+    if is_account_principal(&caller, account)
+        || explicitly_allowed(policy, &caller, &["kms:PutKeyPolicy"])
+    {
+        return Ok(());
+    }
+    let delegated = policy
+        .statements()
+        .iter()
+        .any(|st| delegation_of(st, account) && st.actions.grants("kms:PutKeyPolicy"));
+    if delegated && is_iam_identity_of(&caller, account) {
+        return Ok(());
+    }
+    Err(refuse(format!(
+        "{caller} would lose kms:PutKeyPolicy; AWS refuses a policy that locks its caller out, so Keyward refuses it first (name the role in the policy or configure [[accounts]] remediator)"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,5 +733,33 @@ mod tests {
             r#"{{"Statement":[{{"Effect":"Deny","Principal":{{"AWS":"{ROOT}"}},"Action":"kms:ScheduleKeyDeletion","Resource":"*"}},{{"Effect":"Allow","Principal":{{"AWS":"{ROOT}"}},"Action":"kms:*"}},{ADMIN_STATEMENT}]}}"#
         );
         assert_eq!(run(&text, &[], None, None), Ok(FixOutcome::Unchanged));
+    }
+    #[test]
+    fn a_proposal_that_locks_out_the_applier_is_refused() {
+        let caller = "arn:aws:sts::111122223333:assumed-role/Keyward/session-1";
+        // Root pinned to the account, only KMSAdmin named: Keyward's role is locked out.
+        let locked = Policy::parse(&format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"{ROOT_SID}","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::111122223333:root"}},"Action":"kms:*","Resource":"*","Condition":{{"StringEquals":{{"aws:PrincipalType":"Account"}}}}}},{ADMIN_STATEMENT}]}}"#
+        ))
+        .expect("policy");
+        let err = check_caller_keeps_access(&locked, "111122223333", caller).expect_err("refused");
+        assert!(
+            err.reason
+                .contains("arn:aws:iam::111122223333:role/Keyward"),
+            "{err}"
+        );
+        assert!(err.reason.contains("kms:PutKeyPolicy"), "{err}");
+        // Delegating to IAM keeps the caller in (IAM decides); naming the role does too.
+        let original = Policy::parse(&seed()).expect("seed");
+        check_caller_keeps_access(&original, "111122223333", caller).expect("delegated");
+        let fixed = fixed(&seed(), &[], None, Some(caller));
+        check_caller_keeps_access(&fixed.policy, "111122223333", caller).expect("named");
+        // And the fix never proposes a policy that fails the pre-check.
+        let unnamed = fixed_without_caller();
+        assert!(check_caller_keeps_access(&unnamed, "111122223333", caller).is_err());
+    }
+
+    fn fixed_without_caller() -> Policy {
+        fixed(&seed(), &[], None, None).policy
     }
 }

@@ -2,9 +2,9 @@
 //! and the pure half of findings reconciliation, so both backends decide the same way.
 
 use super::{
-    AuditEvent, AuditVerification, DeliveryAttempt, FindingFilter, FindingRow, KeyFilter,
-    NewAuditEvent, NewFinding, RegionSync, StoreError, StoreResult, WaiverRow, WebhookSubscription,
-    audit_hash,
+    ApplyResult, ApprovalRow, AuditEvent, AuditVerification, DeliveryAttempt, FindingFilter,
+    FindingRow, KeyFilter, NewAuditEvent, NewFinding, RegionSync, RemediationRow, StoreError,
+    StoreResult, WaiverRow, WebhookSubscription, audit_hash, events, remediation_state,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
@@ -605,6 +605,115 @@ impl From<&FindingRow> for FindingEvent {
             resolved_at: f.resolved_at,
         }
     }
+}
+
+/// The remediation columns, in the order both backends select them.
+pub(super) const REMEDIATION_COLUMNS: &str = "id, key_arn, account_id, region, state, requester, \
+    ticket, comment, base_policy, base_sha256, proposed_policy, proposed_sha256, diff, resolves, \
+    remaining, created_at, updated_at, expires_at, applied_at, error, rollback_of, idempotency_key";
+
+/// The outbox payload of every `remediation.*` event: what a ticketing webhook needs, not the
+/// policies themselves.
+pub(super) fn remediation_payload(r: &RemediationRow) -> StoreResult<String> {
+    to_json(&serde_json::json!({
+        "id": r.id,
+        "key_arn": r.key_arn,
+        "account_id": r.account_id,
+        "region": r.region,
+        "state": r.state,
+        "requester": r.requester,
+        "ticket": r.ticket,
+        "comment": r.comment,
+        "approvers": r.approvals.iter().map(|a| a.approver.as_str()).collect::<Vec<_>>(),
+        "resolves": r.resolves,
+        "rollback_of": r.rollback_of,
+        "error": r.error,
+    }))
+}
+
+/// Whether `approver` may approve `r` now; the reason when not.
+pub(super) fn check_approval(
+    r: &RemediationRow,
+    approver: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    if r.state != remediation_state::PENDING_APPROVAL {
+        return Err(StoreError::Conflict(format!(
+            "remediation {} is {}; only a pending remediation can be approved",
+            r.id, r.state
+        )));
+    }
+    if r.expires_at <= now {
+        return Err(StoreError::Conflict(format!(
+            "remediation {} has expired",
+            r.id
+        )));
+    }
+    if r.requester == approver {
+        return Err(StoreError::Conflict(format!(
+            "{approver} requested remediation {}; the requester can never approve it",
+            r.id
+        )));
+    }
+    if r.approvals.iter().any(|a| a.approver == approver) {
+        return Err(StoreError::Conflict(format!(
+            "{approver} has already approved remediation {}",
+            r.id
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `r` may be rejected as `rejection` says; the reason when not.
+pub(super) fn check_rejection(r: &RemediationRow, rejection: &ApprovalRow) -> StoreResult<()> {
+    if rejection
+        .comment
+        .as_deref()
+        .is_none_or(|c| c.trim().is_empty())
+    {
+        return Err(StoreError::Conflict(
+            "a comment is required to reject".into(),
+        ));
+    }
+    if r.state != remediation_state::PENDING_APPROVAL && r.state != remediation_state::APPROVED {
+        return Err(StoreError::Conflict(format!(
+            "remediation {} is {}; only a pending or approved remediation can be rejected",
+            r.id, r.state
+        )));
+    }
+    Ok(())
+}
+
+/// The state and outbox event an ended apply leads to, with its error.
+pub(super) fn apply_result(result: &ApplyResult) -> (&'static str, &'static str, Option<&str>) {
+    match result {
+        ApplyResult::Applied => (
+            remediation_state::APPLIED,
+            events::REMEDIATION_APPLIED,
+            None,
+        ),
+        ApplyResult::Stale(e) => (
+            remediation_state::STALE,
+            events::REMEDIATION_FAILED,
+            Some(e),
+        ),
+        ApplyResult::Failed(e) => (
+            remediation_state::FAILED,
+            events::REMEDIATION_FAILED,
+            Some(e),
+        ),
+    }
+}
+
+/// The audit entry the store writes itself when a remediation expires.
+pub(super) fn expiry_audit(r: &RemediationRow, now: DateTime<Utc>) -> StoreResult<NewAuditEvent> {
+    Ok(NewAuditEvent {
+        at: now,
+        actor: "keyward".into(),
+        action: "remediation.expired".into(),
+        target: r.key_arn.clone(),
+        detail: to_json(&serde_json::json!({"remediation": r.id, "expires_at": r.expires_at}))?,
+    })
 }
 
 /// The payload of `sync.failed`.

@@ -277,6 +277,99 @@ pub struct NewWaiver {
     pub expires_at: DateTime<Utc>,
 }
 
+/// States of a remediation (see DESIGN.md "Remediation state machine").
+pub mod remediation_state {
+    pub const PENDING_APPROVAL: &str = "pending_approval";
+    pub const APPROVED: &str = "approved";
+    pub const APPLYING: &str = "applying";
+    pub const APPLIED: &str = "applied";
+    pub const REJECTED: &str = "rejected";
+    pub const STALE: &str = "stale";
+    pub const FAILED: &str = "failed";
+    pub const EXPIRED: &str = "expired";
+}
+
+/// A remediation to store: a proposed policy for one key, as the service computed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRemediation {
+    pub key_arn: String,
+    pub account_id: String,
+    pub region: String,
+    /// The token name that proposed.
+    pub requester: String,
+    pub ticket: Option<String>,
+    pub comment: Option<String>,
+    pub base_policy: String,
+    pub base_sha256: String,
+    pub proposed_policy: String,
+    pub proposed_sha256: String,
+    /// JSON text: the statement diff.
+    pub diff: String,
+    /// Rule ids the proposal resolves.
+    pub resolves: Vec<String>,
+    /// Rule ids it leaves open.
+    pub remaining: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// The remediation this one rolls back.
+    pub rollback_of: Option<i64>,
+    /// A second create with the same key returns the first remediation.
+    pub idempotency_key: Option<String>,
+}
+
+/// One approval of a remediation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ApprovalRow {
+    pub approver: String,
+    pub comment: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored remediation with its approvals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct RemediationRow {
+    pub id: i64,
+    pub key_arn: String,
+    pub account_id: String,
+    pub region: String,
+    /// `pending_approval`, `approved`, `applying`, `applied`, `rejected`, `stale`, `failed` or
+    /// `expired`.
+    pub state: String,
+    pub requester: String,
+    pub ticket: Option<String>,
+    pub comment: Option<String>,
+    pub base_policy: String,
+    pub base_sha256: String,
+    pub proposed_policy: String,
+    pub proposed_sha256: String,
+    /// The statement diff (JSON).
+    #[schema(value_type = Object)]
+    pub diff: serde_json::Value,
+    pub resolves: Vec<String>,
+    pub remaining: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub applied_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub rollback_of: Option<i64>,
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
+    /// Distinct approvers, in approval order.
+    pub approvals: Vec<ApprovalRow>,
+}
+
+/// How an apply that was claimed ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyResult {
+    /// The key's policy now equals the proposal.
+    Applied,
+    /// The key's policy no longer equals the base: nothing was written.
+    Stale(String),
+    /// PutKeyPolicy or the verification failed.
+    Failed(String),
+}
+
 /// Event names of the outbox; webhooks subscribe to them. A public contract.
 pub mod events {
     pub const FINDING_OPENED: &str = "finding.opened";
@@ -692,6 +785,65 @@ pub trait Store: Send + Sync {
         after: Option<i64>,
         limit: u32,
     ) -> StoreResult<(Vec<DeliveryRow>, u64)>;
+
+    /// Stores a proposal in state `pending_approval`, in one transaction with `audit` and a
+    /// `remediation.requested` outbox event. With an idempotency key already used, returns the
+    /// remediation stored under it and `false` (nothing written).
+    async fn create_remediation(
+        &self,
+        remediation: &NewRemediation,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<(RemediationRow, bool)>;
+    async fn get_remediation(&self, id: i64) -> StoreResult<Option<RemediationRow>>;
+    /// Remediations newest first, strictly before `before` (an id), at most `limit`; with the
+    /// total.
+    async fn list_remediations(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<(Vec<RemediationRow>, u64)>;
+    /// Records `approver`'s approval of a pending, unexpired remediation, in one transaction
+    /// with `audit`; when `required` distinct approvers are reached it becomes `approved` and a
+    /// `remediation.approved` outbox event is written. `Conflict` for the requester, a second
+    /// approval by the same approver, or a remediation not pending; `NotFound` for none.
+    async fn approve_remediation(
+        &self,
+        id: i64,
+        approval: &ApprovalRow,
+        required: u32,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<RemediationRow>;
+    /// Rejects a pending or approved remediation, in one transaction with `audit` and a
+    /// `remediation.failed` outbox event (state `rejected`); the comment is required.
+    async fn reject_remediation(
+        &self,
+        id: i64,
+        rejection: &ApprovalRow,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<RemediationRow>;
+    /// Claims an approved, unexpired remediation for applying with one conditional update
+    /// (`approved → applying`), in one transaction with `audit`. Exactly one of concurrent
+    /// callers (also on several replicas) gets `Some`; the others get `None`.
+    async fn claim_remediation(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Option<RemediationRow>>;
+    /// Ends a claimed apply (`applying → applied|stale|failed`), in one transaction with `audit`
+    /// and a `remediation.applied` or `remediation.failed` outbox event. `Conflict` when the
+    /// remediation is not `applying`.
+    async fn finish_remediation(
+        &self,
+        id: i64,
+        result: &ApplyResult,
+        now: DateTime<Utc>,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<RemediationRow>;
+    /// Moves every pending or approved remediation whose `expires_at` is not after `now` to
+    /// `expired`, each with an audit event (actor `keyward`) and a `remediation.failed` outbox
+    /// event; returns their ids.
+    async fn expire_remediations(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>>;
 }
 
 /// Opens (creating if missing) the database a URL names and applies migrations. Reads judge

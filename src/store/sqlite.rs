@@ -4,18 +4,20 @@
 
 use super::common::{
     AUDIT_BATCH, Arg, AttemptColumns, ChainCheck, Conditions, DELIVERY_COLUMNS, Dialect,
-    ExistingFinding, FINDING_COLUMNS, FindingEvent, PagedQuery, TOKEN_USE_INTERVAL, Tx,
-    WAIVER_COLUMNS, chain_audit, count, db_err, finding_conditions, findings_from, from_json,
+    ExistingFinding, FINDING_COLUMNS, FindingEvent, PagedQuery, REMEDIATION_COLUMNS,
+    TOKEN_USE_INTERVAL, Tx, WAIVER_COLUMNS, apply_result, chain_audit, check_approval,
+    check_rejection, count, db_err, expiry_audit, finding_conditions, findings_from, from_json,
     http_status, key_conditions, listed, migrate_err, new_delivery_id, open_findings_column,
-    plan_findings, run_status, stamp_due, subscribed, sync_failed_payload, to_i64, to_json,
-    unwaived_open,
+    plan_findings, remediation_payload, run_status, stamp_due, subscribed, sync_failed_payload,
+    to_i64, to_json, unwaived_open,
 };
 use super::{
-    AccountRow, AuditEvent, AuditVerification, ClaimedDelivery, DeliveryAttempt, DeliveryRow,
-    FindingFilter, FindingRow, KeyFilter, KeyFingerprint, KeyRecord, KeyRow, KeyUpdate,
-    NewAuditEvent, NewToken, NewWaiver, OutboxEvent, PolicyState, PolicyVersionRow, RegionSync,
-    RegionSyncOutcome, Store, StoreError, StoreResult, StoreStats, SyncRunFinish, SyncRunRow,
-    TokenRow, WaiverRow, WaiverScope, WebhookSubscription, events,
+    AccountRow, ApplyResult, ApprovalRow, AuditEvent, AuditVerification, ClaimedDelivery,
+    DeliveryAttempt, DeliveryRow, FindingFilter, FindingRow, KeyFilter, KeyFingerprint, KeyRecord,
+    KeyRow, KeyUpdate, NewAuditEvent, NewRemediation, NewToken, NewWaiver, OutboxEvent,
+    PolicyState, PolicyVersionRow, RegionSync, RegionSyncOutcome, RemediationRow, Store,
+    StoreError, StoreResult, StoreStats, SyncRunFinish, SyncRunRow, TokenRow, WaiverRow,
+    WaiverScope, WebhookSubscription, events, remediation_state,
 };
 use crate::clock::{Clock, SystemClock};
 use async_trait::async_trait;
@@ -617,6 +619,108 @@ async fn apply_region(
         outcome.keys_deleted = deleted.rows_affected();
     }
     Ok(outcome)
+}
+
+fn remediation_row(row: &SqliteRow, approvals: Vec<ApprovalRow>) -> StoreResult<RemediationRow> {
+    let diff: String = get(row, "diff")?;
+    let resolves: String = get(row, "resolves")?;
+    let remaining: String = get(row, "remaining")?;
+    Ok(RemediationRow {
+        id: get(row, "id")?,
+        key_arn: get(row, "key_arn")?,
+        account_id: get(row, "account_id")?,
+        region: get(row, "region")?,
+        state: get(row, "state")?,
+        requester: get(row, "requester")?,
+        ticket: get(row, "ticket")?,
+        comment: get(row, "comment")?,
+        base_policy: get(row, "base_policy")?,
+        base_sha256: get(row, "base_sha256")?,
+        proposed_policy: get(row, "proposed_policy")?,
+        proposed_sha256: get(row, "proposed_sha256")?,
+        diff: from_json("diff", &diff)?,
+        resolves: from_json("resolves", &resolves)?,
+        remaining: from_json("remaining", &remaining)?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+        expires_at: get(row, "expires_at")?,
+        applied_at: get(row, "applied_at")?,
+        error: get(row, "error")?,
+        rollback_of: get(row, "rollback_of")?,
+        idempotency_key: get(row, "idempotency_key")?,
+        approvals,
+    })
+}
+
+/// A remediation with its approvals, on the caller's connection.
+async fn remediation_in(
+    conn: &mut SqliteConnection,
+    id: i64,
+) -> StoreResult<Option<RemediationRow>> {
+    let Some(row) = sqlx::query(&format!(
+        "SELECT {REMEDIATION_COLUMNS} FROM remediations WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?
+    else {
+        return Ok(None);
+    };
+    let approvals = sqlx::query(
+        "SELECT approver, comment, created_at FROM remediation_approvals \
+         WHERE remediation_id = $1 ORDER BY created_at, approver",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?
+    .iter()
+    .map(|a| {
+        Ok(ApprovalRow {
+            approver: get(a, "approver")?,
+            comment: get(a, "comment")?,
+            created_at: get(a, "created_at")?,
+        })
+    })
+    .collect::<StoreResult<Vec<_>>>()?;
+    remediation_row(&row, approvals).map(Some)
+}
+
+async fn existing_remediation(conn: &mut SqliteConnection, id: i64) -> StoreResult<RemediationRow> {
+    remediation_in(conn, id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("remediation {id}")))
+}
+
+/// Sets a remediation's state (and error, and applied_at when applied) and writes its outbox
+/// event and `audit`, all on the caller's transaction.
+async fn transition_in(
+    conn: &mut SqliteConnection,
+    id: i64,
+    state: &str,
+    error: Option<&str>,
+    event: Option<&str>,
+    now: DateTime<Utc>,
+    audit: &NewAuditEvent,
+) -> StoreResult<RemediationRow> {
+    sqlx::query(
+        "UPDATE remediations SET state = $1, error = COALESCE($2, error), updated_at = $3, \
+         applied_at = CASE WHEN $1 = 'applied' THEN $3 ELSE applied_at END WHERE id = $4",
+    )
+    .bind(state)
+    .bind(error)
+    .bind(ts(now))
+    .bind(id)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let after = existing_remediation(conn, id).await?;
+    if let Some(event) = event {
+        insert_outbox(conn, event, &remediation_payload(&after)?, &ts(now)).await?;
+    }
+    append_audit_in(conn, audit).await?;
+    Ok(after)
 }
 
 #[async_trait]
@@ -1573,5 +1677,252 @@ impl Store for SqliteStore {
             limit,
         );
         page_and_total(&self.pool, &query, delivery_row).await
+    }
+    async fn create_remediation(
+        &self,
+        r: &NewRemediation,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<(RemediationRow, bool)> {
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            if let Some(key) = &r.idempotency_key {
+                let id: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM remediations WHERE idempotency_key = $1")
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                if let Some(id) = id {
+                    return Ok((existing_remediation(&mut tx, id).await?, false));
+                }
+            }
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO remediations (key_arn, account_id, region, state, requester, ticket, \
+                     comment, base_policy, base_sha256, proposed_policy, proposed_sha256, diff, \
+                     resolves, remaining, created_at, updated_at, expires_at, rollback_of, \
+                     idempotency_key) \
+                 VALUES ($1, $2, $3, 'pending_approval', $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                     $13, $14, $14, $15, $16, $17) RETURNING id",
+            )
+            .bind(&r.key_arn)
+            .bind(&r.account_id)
+            .bind(&r.region)
+            .bind(&r.requester)
+            .bind(&r.ticket)
+            .bind(&r.comment)
+            .bind(&r.base_policy)
+            .bind(&r.base_sha256)
+            .bind(&r.proposed_policy)
+            .bind(&r.proposed_sha256)
+            .bind(&r.diff)
+            .bind(to_json(&r.resolves)?)
+            .bind(to_json(&r.remaining)?)
+            .bind(ts(r.created_at))
+            .bind(ts(r.expires_at))
+            .bind(r.rollback_of)
+            .bind(&r.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let created = existing_remediation(&mut tx, id).await?;
+            insert_outbox(
+                &mut tx,
+                events::REMEDIATION_REQUESTED,
+                &remediation_payload(&created)?,
+                &ts(r.created_at),
+            )
+            .await?;
+            append_audit_in(&mut tx, audit).await?;
+            Ok((created, true))
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn get_remediation(&self, id: i64) -> StoreResult<Option<RemediationRow>> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        remediation_in(&mut conn, id).await
+    }
+
+    async fn list_remediations(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<(Vec<RemediationRow>, u64)> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM remediations WHERE $1 IS NULL OR id < $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            rows.push(existing_remediation(&mut conn, id).await?);
+        }
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM remediations")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        Ok((rows, count("total", total)?))
+    }
+
+    async fn approve_remediation(
+        &self,
+        id: i64,
+        approval: &ApprovalRow,
+        required: u32,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<RemediationRow> {
+        let now = approval.created_at;
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let current = existing_remediation(&mut tx, id).await?;
+            check_approval(&current, &approval.approver, now)?;
+            sqlx::query(
+                "INSERT INTO remediation_approvals (remediation_id, approver, comment, created_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(&approval.approver)
+            .bind(&approval.comment)
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let approvals = current.approvals.len() + 1;
+            if approvals >= required.max(1) as usize {
+                transition_in(
+                    &mut tx,
+                    id,
+                    remediation_state::APPROVED,
+                    None,
+                    Some(events::REMEDIATION_APPROVED),
+                    now,
+                    audit,
+                )
+                .await
+            } else {
+                sqlx::query("UPDATE remediations SET updated_at = $1 WHERE id = $2")
+                    .bind(ts(now))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                append_audit_in(&mut tx, audit).await?;
+                existing_remediation(&mut tx, id).await
+            }
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn reject_remediation(
+        &self,
+        id: i64,
+        rejection: &ApprovalRow,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<RemediationRow> {
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let current = existing_remediation(&mut tx, id).await?;
+            check_rejection(&current, rejection)?;
+            transition_in(
+                &mut tx,
+                id,
+                remediation_state::REJECTED,
+                rejection.comment.as_deref(),
+                Some(events::REMEDIATION_FAILED),
+                rejection.created_at,
+                audit,
+            )
+            .await
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn claim_remediation(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Option<RemediationRow>> {
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let claimed = sqlx::query(
+                "UPDATE remediations SET state = 'applying', updated_at = $1 \
+                 WHERE id = $2 AND state = 'approved' AND expires_at > $1",
+            )
+            .bind(ts(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+            if claimed != 1 {
+                return Ok(None);
+            }
+            append_audit_in(&mut tx, audit).await?;
+            existing_remediation(&mut tx, id).await.map(Some)
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn finish_remediation(
+        &self,
+        id: i64,
+        result: &ApplyResult,
+        now: DateTime<Utc>,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<RemediationRow> {
+        let (state, event, error) = apply_result(result);
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let current = existing_remediation(&mut tx, id).await?;
+            if current.state != remediation_state::APPLYING {
+                return Err(StoreError::Conflict(format!(
+                    "remediation {id} is {}, not applying",
+                    current.state
+                )));
+            }
+            transition_in(&mut tx, id, state, error, Some(event), now, audit).await
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn expire_remediations(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>> {
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM remediations WHERE state IN ('pending_approval', 'approved') \
+                 AND expires_at <= $1 ORDER BY id",
+            )
+            .bind(ts(now))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            for &id in &ids {
+                let current = existing_remediation(&mut tx, id).await?;
+                let audit = expiry_audit(&current, now)?;
+                transition_in(
+                    &mut tx,
+                    id,
+                    remediation_state::EXPIRED,
+                    None,
+                    Some(events::REMEDIATION_FAILED),
+                    now,
+                    &audit,
+                )
+                .await?;
+            }
+            Ok(ids)
+        }
+        .await;
+        tx.finish(result).await
     }
 }

@@ -29,6 +29,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("this needs the {needed} role; the token has {has}")]
     Forbidden { needed: &'static str, has: String },
+    /// Forbidden for a reason other than the role (e.g. approving one's own proposal).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -51,7 +54,9 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
-            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::Forbidden { .. } | Self::Refused(_) => {
+                (StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+            }
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::PayloadTooLarge(_) => (

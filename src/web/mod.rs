@@ -34,6 +34,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Starts sync passes on request; `None` on a server that does not sync.
     pub sync: Option<Arc<SyncTrigger>>,
+    /// Approval-gated remediation; `None` answers its write endpoints with 503.
+    pub remediation: Option<Arc<crate::remediation::RemediationService>>,
     /// Serve `/metrics` without a token.
     pub metrics_public: bool,
 }

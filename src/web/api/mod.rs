@@ -3,6 +3,7 @@
 
 mod audit;
 mod keys;
+mod remediations;
 mod reports;
 mod summary;
 mod sync;
@@ -70,6 +71,15 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(waivers::finding_detail, waivers::patch_finding))
         .routes(routes!(waivers::waive_finding, waivers::unwaive_finding))
         .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(
+            remediations::propose,
+            remediations::list_remediations
+        ))
+        .routes(routes!(remediations::get_remediation))
+        .routes(routes!(remediations::approve))
+        .routes(routes!(remediations::reject))
+        .routes(routes!(remediations::apply))
+        .routes(routes!(remediations::rollback))
         .split_for_parts();
     let openapi_json = openapi.clone();
     let router = router.route(

@@ -1,0 +1,586 @@
+//! Approval-gated remediation: propose the engine's fix for one key, approve it (never by the
+//! requester), apply it with PutKeyPolicy exactly once, verify it, roll it back through the same
+//! gate. Every state change is one store transaction with its audit and outbox events.
+
+use async_trait::async_trait;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::aws::{AccountAccess, AwsError, KmsConnector, KmsSource, KmsWriter, SdkConnector};
+use crate::clock::Clock;
+use crate::config::{AccountConfig, RemediationConfig, RemediationMode};
+use crate::policy::Policy;
+use crate::policy::diff::diff;
+use crate::policy::fix::{FixContext, FixOutcome, check_caller_keeps_access, fix};
+use crate::policy::matching::session_to_role_arn;
+use crate::policy::rules::{EvalContext, KeyManager, evaluate_policy};
+use crate::store::{
+    ApplyResult, ApprovalRow, KeyRow, NewAuditEvent, NewRemediation, RemediationRow, Store,
+    StoreError,
+};
+
+/// Opens PutKeyPolicy writers per account·region.
+#[async_trait]
+pub trait KmsWriters: Send + Sync {
+    async fn writer(
+        &self,
+        access: &AccountAccess,
+        region: &str,
+    ) -> Result<Arc<dyn KmsWriter>, AwsError>;
+}
+
+#[async_trait]
+impl KmsWriters for SdkConnector {
+    async fn writer(
+        &self,
+        access: &AccountAccess,
+        region: &str,
+    ) -> Result<Arc<dyn KmsWriter>, AwsError> {
+        SdkConnector::writer(self, access, region).await
+    }
+}
+
+/// Called after a policy was written, to re-evaluate the key's account at once.
+#[async_trait]
+pub trait AfterApply: Send + Sync {
+    async fn reevaluate(&self, account_id: &str);
+}
+
+/// Re-evaluates through a sync pass of the account (its findings are reconciled at once).
+pub struct SyncAfterApply {
+    pub service: Arc<crate::sync::SyncService>,
+    pub targets: Vec<crate::sync::Target>,
+}
+
+#[async_trait]
+impl AfterApply for SyncAfterApply {
+    async fn reevaluate(&self, account_id: &str) {
+        if let Err(e) = self
+            .service
+            .run_pass(&self.targets, Some(account_id), crate::sync::Due::Always)
+            .await
+        {
+            tracing::warn!(error = %e, account = account_id, "re-evaluation after apply failed");
+        }
+    }
+}
+
+/// Why a remediation request was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RemediationError {
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot be carried out as asked (AWS-managed key, nothing to fix, engine
+    /// refusal, apply disabled); the message says what to do.
+    #[error("{0}")]
+    Refused(String),
+    /// Not allowed for this caller (e.g. approving one's own proposal).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The remediation is not in a state that allows the request.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("AWS: {0}")]
+    Aws(#[from] AwsError),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for RemediationError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(format!("{what} does not exist")),
+            StoreError::Conflict(what) => Self::Conflict(what),
+            other => Self::Store(other),
+        }
+    }
+}
+
+pub type RemediationResult<T> = Result<T, RemediationError>;
+
+/// What a proposal asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Proposal {
+    /// Key id or ARN.
+    pub key: String,
+    pub ticket: Option<String>,
+    pub comment: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// The remediation service, shared by the API (and later the CLI).
+pub struct RemediationService {
+    pub store: Arc<dyn Store>,
+    pub connector: Arc<dyn KmsConnector>,
+    pub writers: Arc<dyn KmsWriters>,
+    pub clock: Arc<dyn Clock>,
+    pub config: RemediationConfig,
+    pub accounts: Vec<AccountConfig>,
+    pub after_apply: Option<Arc<dyn AfterApply>>,
+}
+
+fn audit(
+    at: chrono::DateTime<chrono::Utc>,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        at,
+        actor: actor.to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Rule ids `policy` raises for a customer-managed key of `account`.
+fn rule_ids(policy: &Policy, account: &str, trusted: &[String]) -> BTreeSet<String> {
+    evaluate_policy(
+        policy,
+        &EvalContext {
+            account_id: account,
+            key_manager: KeyManager::Customer,
+            trusted_accounts: trusted,
+        },
+    )
+    .into_iter()
+    .map(|f| f.rule_id.as_str().to_string())
+    .collect()
+}
+
+/// SHA-256 (lower-case hex) of a policy text, as the sync stores it.
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Whether two policy texts are the same document (parsed JSON equal).
+pub fn same_policy(a: &str, b: &str) -> bool {
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+impl RemediationService {
+    fn account(&self, id: &str) -> AccountConfig {
+        self.accounts
+            .iter()
+            .find(|a| a.id == id)
+            .cloned()
+            .unwrap_or_else(|| AccountConfig {
+                id: id.to_string(),
+                ..AccountConfig::default()
+            })
+    }
+
+    fn access(account: &AccountConfig) -> AccountAccess {
+        AccountAccess {
+            account_id: account.id.clone(),
+            role_arn: account.role_arn.clone(),
+            external_id: account.external_id.clone(),
+        }
+    }
+
+    /// The principal PutKeyPolicy runs as: `remediator` when configured, else the role of the
+    /// credentials' STS identity.
+    async fn applier(&self, account: &AccountConfig, region: &str) -> RemediationResult<String> {
+        if let Some(r) = &account.remediator {
+            return Ok(r.clone());
+        }
+        let arn = self
+            .connector
+            .caller_arn(&Self::access(account), region)
+            .await?;
+        Ok(session_to_role_arn(&arn))
+    }
+
+    async fn key(&self, key: &str) -> RemediationResult<KeyRow> {
+        let mut keys = self.store.find_keys(key).await?;
+        match keys.len() {
+            0 => Err(RemediationError::NotFound(format!(
+                "key {key} is not known; run a sync first"
+            ))),
+            1 => Ok(keys.remove(0)),
+            _ => Err(RemediationError::Conflict(format!(
+                "{key} names several keys; use the key ARN"
+            ))),
+        }
+    }
+
+    async fn source(&self, row: &KeyRow) -> RemediationResult<Arc<dyn KmsSource>> {
+        let account = self.account(&row.key.account_id);
+        Ok(self
+            .connector
+            .source(&Self::access(&account), &row.key.region)
+            .await?)
+    }
+
+    /// Proposes the engine's fix for a key, read fresh from AWS.
+    pub async fn propose(
+        &self,
+        proposal: &Proposal,
+        requester: &str,
+    ) -> RemediationResult<(RemediationRow, bool)> {
+        let row = self.key(&proposal.key).await?;
+        let account = self.account(&row.key.account_id);
+        let source = self.source(&row).await?;
+        let meta = source.describe_key(&row.key.key_id).await?;
+        if meta.key_manager == "AWS" {
+            return Err(RemediationError::Refused(format!(
+                "{} is an AWS-managed key: AWS owns its policy, which cannot be changed",
+                row.key.arn
+            )));
+        }
+        if meta.key_state == "PendingDeletion" || meta.deletion_date.is_some() {
+            return Err(RemediationError::Refused(format!(
+                "{} is pending deletion; cancel the deletion before remediating it",
+                row.key.arn
+            )));
+        }
+        let text = source.get_key_policy(&row.key.key_id).await?;
+        let policy = Policy::parse(&text).map_err(|e| {
+            RemediationError::Refused(format!("the key policy cannot be read: {}", e.reason))
+        })?;
+        let applier = self.applier(&account, &row.key.region).await?;
+        let outcome = fix(
+            &policy,
+            &FixContext {
+                account_id: &row.key.account_id,
+                key_admins: &account.key_admins,
+                auditor: account.auditor.as_deref(),
+                caller: Some(&applier),
+            },
+        )
+        .map_err(|r| {
+            RemediationError::Refused(format!(
+                "the fix was refused: {}. Configure [[accounts]] key_admins (and auditor, remediator) for account {} in keyward.toml",
+                r.reason, row.key.account_id
+            ))
+        })?;
+        let fixed = match outcome {
+            FixOutcome::Unchanged => {
+                return Err(RemediationError::Refused(format!(
+                    "nothing to fix: the policy of {} already prevents IAM delegation",
+                    row.key.arn
+                )));
+            }
+            FixOutcome::Fixed(fixed) => fixed,
+        };
+        check_caller_keeps_access(&fixed.policy, &row.key.account_id, &applier)
+            .map_err(|r| RemediationError::Refused(r.reason))?;
+        let changes = diff(&policy, &fixed.policy);
+        let diff_json = serde_json::json!({"changes": fixed.changes, "diff": changes});
+        let before = rule_ids(&policy, &row.key.account_id, &account.trusted_accounts);
+        let after = rule_ids(
+            &fixed.policy,
+            &row.key.account_id,
+            &account.trusted_accounts,
+        );
+        let now = self.clock.now();
+        let new = NewRemediation {
+            key_arn: row.key.arn.clone(),
+            account_id: row.key.account_id.clone(),
+            region: row.key.region.clone(),
+            requester: requester.to_string(),
+            ticket: proposal.ticket.clone(),
+            comment: proposal.comment.clone(),
+            base_sha256: sha256_hex(&text),
+            base_policy: text,
+            proposed_sha256: sha256_hex(&fixed.text),
+            proposed_policy: fixed.text,
+            diff: diff_json.to_string(),
+            resolves: before.difference(&after).cloned().collect(),
+            remaining: after.into_iter().collect(),
+            created_at: now,
+            expires_at: now + self.expiry(),
+            rollback_of: None,
+            idempotency_key: proposal.idempotency_key.clone(),
+        };
+        self.create(&new, requester).await
+    }
+
+    fn expiry(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.config.expires_after).unwrap_or(chrono::TimeDelta::days(7))
+    }
+
+    async fn create(
+        &self,
+        new: &NewRemediation,
+        requester: &str,
+    ) -> RemediationResult<(RemediationRow, bool)> {
+        let detail = serde_json::json!({
+            "ticket": new.ticket,
+            "base_sha256": new.base_sha256,
+            "proposed_sha256": new.proposed_sha256,
+            "rollback_of": new.rollback_of,
+        });
+        Ok(self
+            .store
+            .create_remediation(
+                new,
+                &audit(
+                    new.created_at,
+                    requester,
+                    "remediation.requested",
+                    &new.key_arn,
+                    detail,
+                ),
+            )
+            .await?)
+    }
+
+    pub async fn get(&self, id: i64) -> RemediationResult<RemediationRow> {
+        self.store
+            .get_remediation(id)
+            .await?
+            .ok_or_else(|| RemediationError::NotFound(format!("remediation {id} does not exist")))
+    }
+
+    /// Approves; the requester never may.
+    pub async fn approve(
+        &self,
+        id: i64,
+        approver: &str,
+        comment: Option<String>,
+    ) -> RemediationResult<RemediationRow> {
+        let current = self.get(id).await?;
+        if current.requester == approver {
+            return Err(RemediationError::Forbidden(format!(
+                "{approver} requested remediation {id}; the requester can never approve it"
+            )));
+        }
+        let now = self.clock.now();
+        let approval = ApprovalRow {
+            approver: approver.to_string(),
+            comment,
+            created_at: now,
+        };
+        Ok(self
+            .store
+            .approve_remediation(
+                id,
+                &approval,
+                self.config.required_approvals,
+                &audit(
+                    now,
+                    approver,
+                    "remediation.approved",
+                    &current.key_arn,
+                    serde_json::json!({"remediation": id, "comment": approval.comment}),
+                ),
+            )
+            .await?)
+    }
+
+    /// Rejects; a comment is required.
+    pub async fn reject(
+        &self,
+        id: i64,
+        approver: &str,
+        comment: Option<String>,
+    ) -> RemediationResult<RemediationRow> {
+        let Some(comment) = comment.filter(|c| !c.trim().is_empty()) else {
+            return Err(RemediationError::Refused(
+                "a comment is required to reject a remediation".into(),
+            ));
+        };
+        let current = self.get(id).await?;
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .reject_remediation(
+                id,
+                &ApprovalRow {
+                    approver: approver.to_string(),
+                    comment: Some(comment.clone()),
+                    created_at: now,
+                },
+                &audit(
+                    now,
+                    approver,
+                    "remediation.rejected",
+                    &current.key_arn,
+                    serde_json::json!({"remediation": id, "comment": comment}),
+                ),
+            )
+            .await?)
+    }
+
+    /// Applies an approved remediation: claim, re-read (stale if the base changed), pre-check,
+    /// PutKeyPolicy, re-read and verify.
+    pub async fn apply(&self, id: i64, actor: &str) -> RemediationResult<RemediationRow> {
+        if self.config.mode != RemediationMode::Apply {
+            return Err(RemediationError::Refused(
+                "remediation is propose-only: set [remediation] mode = \"apply\" in keyward.toml to let Keyward write key policies".into(),
+            ));
+        }
+        let current = self.get(id).await?;
+        let now = self.clock.now();
+        let claimed = self
+            .store
+            .claim_remediation(
+                id,
+                now,
+                &audit(
+                    now,
+                    actor,
+                    "remediation.applying",
+                    &current.key_arn,
+                    serde_json::json!({"remediation": id}),
+                ),
+            )
+            .await?;
+        let Some(claimed) = claimed else {
+            let state = self.get(id).await?.state;
+            return Err(RemediationError::Conflict(format!(
+                "remediation {id} is {state}; only an approved, unexpired remediation can be applied (once)"
+            )));
+        };
+        let result = self.write(&claimed).await;
+        let done = self.clock.now();
+        let (action, detail) = match &result {
+            ApplyResult::Applied => ("remediation.applied", serde_json::Value::Null),
+            ApplyResult::Stale(e) => ("remediation.stale", e.as_str().into()),
+            ApplyResult::Failed(e) => ("remediation.failed", e.as_str().into()),
+        };
+        let finished = self
+            .store
+            .finish_remediation(
+                id,
+                &result,
+                done,
+                &audit(
+                    done,
+                    actor,
+                    action,
+                    &claimed.key_arn,
+                    serde_json::json!({"remediation": id, "error": detail}),
+                ),
+            )
+            .await?;
+        if matches!(result, ApplyResult::Applied)
+            && let Some(after) = &self.after_apply
+        {
+            after.reevaluate(&claimed.account_id).await;
+        }
+        Ok(finished)
+    }
+
+    /// The AWS half of apply; never panics, every outcome is a result to store.
+    async fn write(&self, r: &RemediationRow) -> ApplyResult {
+        let account = self.account(&r.account_id);
+        let access = Self::access(&account);
+        // The id, as the sync reads keys (an ARN works on AWS; emulators are stricter).
+        let key_id = r.key_arn.rsplit('/').next().unwrap_or(&r.key_arn);
+        let source = match self.connector.source(&access, &r.region).await {
+            Ok(s) => s,
+            Err(e) => return ApplyResult::Failed(e.to_string()),
+        };
+        let current = match source.get_key_policy(key_id).await {
+            Ok(t) => t,
+            Err(e) => return ApplyResult::Failed(e.to_string()),
+        };
+        if sha256_hex(&current) != r.base_sha256 {
+            return ApplyResult::Stale(
+                "the key policy changed since the proposal; nothing was written. Propose again"
+                    .into(),
+            );
+        }
+        let applier = match self.applier(&account, &r.region).await {
+            Ok(a) => a,
+            Err(e) => return ApplyResult::Failed(e.to_string()),
+        };
+        match Policy::parse(&r.proposed_policy) {
+            Ok(p) => {
+                if let Err(refused) = check_caller_keeps_access(&p, &r.account_id, &applier) {
+                    return ApplyResult::Failed(refused.reason);
+                }
+            }
+            Err(e) => return ApplyResult::Failed(format!("invalid proposal: {}", e.reason)),
+        }
+        let writer = match self.writers.writer(&access, &r.region).await {
+            Ok(w) => w,
+            Err(e) => return ApplyResult::Failed(e.to_string()),
+        };
+        if let Err(e) = writer.put_key_policy(key_id, &r.proposed_policy).await {
+            return ApplyResult::Failed(e.to_string());
+        }
+        match source.get_key_policy(key_id).await {
+            Ok(after) if same_policy(&after, &r.proposed_policy) => ApplyResult::Applied,
+            Ok(_) => ApplyResult::Failed(
+                "PutKeyPolicy succeeded but the key policy read back differs from the proposal"
+                    .into(),
+            ),
+            Err(e) => ApplyResult::Failed(format!("verifying: {e}")),
+        }
+    }
+
+    /// Proposes the base policy of an applied remediation again, through the same gate.
+    pub async fn rollback(
+        &self,
+        id: i64,
+        requester: &str,
+        ticket: Option<String>,
+        comment: Option<String>,
+    ) -> RemediationResult<(RemediationRow, bool)> {
+        let original = self.get(id).await?;
+        if original.state != "applied" {
+            return Err(RemediationError::Conflict(format!(
+                "remediation {id} is {}; only an applied remediation can be rolled back",
+                original.state
+            )));
+        }
+        let row = self.key(&original.key_arn).await?;
+        let source = self.source(&row).await?;
+        let text = source.get_key_policy(&row.key.key_id).await?;
+        if same_policy(&text, &original.base_policy) {
+            return Err(RemediationError::Refused(format!(
+                "nothing to roll back: the policy of {} already equals remediation {id}'s base",
+                original.key_arn
+            )));
+        }
+        let account = self.account(&original.account_id);
+        let applier = self.applier(&account, &original.region).await?;
+        let base = Policy::parse(&original.base_policy).map_err(|e| {
+            RemediationError::Refused(format!("the base policy is invalid: {}", e.reason))
+        })?;
+        check_caller_keeps_access(&base, &original.account_id, &applier)
+            .map_err(|r| RemediationError::Refused(r.reason))?;
+        let current = Policy::parse(&text).map_err(|e| {
+            RemediationError::Refused(format!("the key policy cannot be read: {}", e.reason))
+        })?;
+        let before = rule_ids(&current, &original.account_id, &account.trusted_accounts);
+        let after = rule_ids(&base, &original.account_id, &account.trusted_accounts);
+        let now = self.clock.now();
+        let new = NewRemediation {
+            key_arn: original.key_arn.clone(),
+            account_id: original.account_id.clone(),
+            region: original.region.clone(),
+            requester: requester.to_string(),
+            ticket: ticket.or(original.ticket.clone()),
+            comment: comment.or_else(|| Some(format!("rollback of remediation {id}"))),
+            base_sha256: sha256_hex(&text),
+            base_policy: text,
+            proposed_sha256: sha256_hex(&original.base_policy),
+            proposed_policy: original.base_policy.clone(),
+            diff: serde_json::json!({
+                "changes": [format!("restores the policy before remediation {id}")],
+                "diff": diff(&current, &base),
+            })
+            .to_string(),
+            resolves: before.difference(&after).cloned().collect(),
+            remaining: after.into_iter().collect(),
+            created_at: now,
+            expires_at: now + self.expiry(),
+            rollback_of: Some(id),
+            idempotency_key: None,
+        };
+        self.create(&new, requester).await
+    }
+}

@@ -1,0 +1,505 @@
+//! Approval-gated remediation end to end: HTTP (server on port 0) → service → the real
+//! aws-sdk-kms client against moto, into SQLite and (when KEYWARD_TEST_POSTGRES_URL is set)
+//! Postgres. PutKeyPolicy calls are counted by a wrapping `KmsWriter`.
+
+#[path = "support/db.rs"]
+mod db;
+#[path = "support/moto.rs"]
+mod moto;
+
+use async_trait::async_trait;
+use keyward::aws::{AccountAccess, AwsError, KmsConnector, KmsWriter, SdkConnector};
+use keyward::clock::SystemClock;
+use keyward::config::{AccountConfig, RemediationConfig, RemediationMode};
+use keyward::metrics::Metrics;
+use keyward::remediation::{KmsWriters, RemediationService, SyncAfterApply, same_policy};
+use keyward::store::NewToken;
+use keyward::sync::{Due, SyncService, Target};
+use keyward::web::auth::token_hash;
+use keyward::web::{AppState, build_app, serve};
+use moto::{Moto, default_policy, seed_key};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+const REGION: &str = "us-east-1";
+
+fn pinned_policy(account: &str) -> String {
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"EnableRootAccessAndPreventPermissionDelegation","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{account}:root"}},"Action":"kms:*","Resource":"*","Condition":{{"StringEquals":{{"aws:PrincipalType":"Account"}}}}}},{{"Sid":"Allow access for Key Administrators","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{account}:role/KMSAdmin"}},"Action":["kms:Create*","kms:Describe*","kms:Enable*","kms:List*","kms:Put*","kms:Update*","kms:Revoke*","kms:Disable*","kms:Get*","kms:Delete*","kms:TagResource","kms:UntagResource","kms:ScheduleKeyDeletion","kms:CancelKeyDeletion"],"Resource":"*"}},{{"Sid":"KeywardRemediatorPolicyAccess","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{account}:role/KeywardAudit"}},"Action":["kms:PutKeyPolicy","kms:GetKeyPolicy","kms:DescribeKey"],"Resource":"*"}}]}}"#
+    )
+}
+
+/// Counts PutKeyPolicy calls across every writer it opens.
+struct Counting {
+    inner: SdkConnector,
+    puts: Arc<AtomicUsize>,
+}
+
+struct CountingWriter {
+    inner: Arc<dyn KmsWriter>,
+    puts: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl KmsWriters for Counting {
+    async fn writer(
+        &self,
+        access: &AccountAccess,
+        region: &str,
+    ) -> Result<Arc<dyn KmsWriter>, AwsError> {
+        let inner = self.inner.writer(access, region).await?;
+        Ok(Arc::new(CountingWriter {
+            inner,
+            puts: self.puts.clone(),
+        }))
+    }
+}
+
+#[async_trait]
+impl KmsWriter for CountingWriter {
+    async fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<(), AwsError> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.inner.put_key_policy(key_id, policy).await
+    }
+}
+
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    account: String,
+    kms: aws_sdk_kms::Client,
+    puts: Arc<AtomicUsize>,
+    service: Arc<RemediationService>,
+    sync: Arc<SyncService>,
+    targets: Vec<Target>,
+    _db: db::TestDb,
+}
+
+impl Server {
+    async fn start(db: db::TestDb, mode: RemediationMode) -> Server {
+        let moto = Moto::start();
+        let account = moto.fresh_account();
+        let kms = moto.kms_client_for(&account, REGION).await;
+        let store = db.shared();
+        for (name, role) in [
+            ("viewer", "viewer"),
+            ("ops", "operator"),
+            ("alice", "approver"),
+            ("bob", "approver"),
+        ] {
+            store
+                .create_token(&NewToken {
+                    name: name.into(),
+                    role: role.into(),
+                    sha256: token_hash(&format!("secret-{name}")),
+                    created_at: chrono::Utc::now(),
+                })
+                .await
+                .unwrap();
+        }
+        let metrics = Arc::new(Metrics::new());
+        let connector: Arc<dyn KmsConnector> = Arc::new(SdkConnector::new(
+            Some(moto.endpoint().to_string()),
+            metrics.clone(),
+        ));
+        let account_config = AccountConfig {
+            id: account.clone(),
+            role_arn: Some(Moto::role_arn(&account)),
+            regions: vec![REGION.to_string()],
+            key_admins: vec![format!("arn:aws:iam::{account}:role/KMSAdmin")],
+            ..AccountConfig::default()
+        };
+        let targets = vec![Target::from_config(&account_config)];
+        let sync = Arc::new(SyncService {
+            store: store.clone(),
+            connector: connector.clone(),
+            metrics: metrics.clone(),
+            clock: Arc::new(SystemClock),
+            concurrency: 4,
+            parallel_regions: 2,
+            owner: "test".into(),
+            lease: Duration::from_secs(600),
+        });
+        let puts = Arc::new(AtomicUsize::new(0));
+        let service = Arc::new(RemediationService {
+            store: store.clone(),
+            connector,
+            writers: Arc::new(Counting {
+                inner: SdkConnector::new(Some(moto.endpoint().to_string()), metrics.clone()),
+                puts: puts.clone(),
+            }),
+            clock: Arc::new(SystemClock),
+            config: RemediationConfig {
+                mode,
+                ..RemediationConfig::default()
+            },
+            accounts: vec![account_config],
+            after_apply: Some(Arc::new(SyncAfterApply {
+                service: sync.clone(),
+                targets: targets.clone(),
+            })),
+        });
+        let app = build_app(AppState {
+            store,
+            metrics,
+            clock: Arc::new(SystemClock),
+            sync: None,
+            remediation: Some(service.clone()),
+            metrics_public: true,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, app, std::future::pending()));
+        Server {
+            base,
+            http: reqwest::Client::new(),
+            account,
+            kms,
+            puts,
+            service,
+            sync,
+            targets,
+            _db: db,
+        }
+    }
+
+    /// Seeds a key with `policy` on moto and syncs it into the store.
+    async fn key(&self, policy: &str) -> moto::SeededKey {
+        let key = seed_key(&self.kms, policy, "remediation test").await;
+        self.sync
+            .run_pass(&self.targets, None, Due::Always)
+            .await
+            .expect("sync pass");
+        key
+    }
+
+    async fn moto_policy(&self, key_id: &str) -> String {
+        self.kms
+            .get_key_policy()
+            .key_id(key_id)
+            .policy_name("default")
+            .send()
+            .await
+            .expect("GetKeyPolicy")
+            .policy()
+            .expect("policy")
+            .to_string()
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        who: &str,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(format!("secret-{who}"));
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        if let Some(k) = idempotency_key {
+            r = r.header("Idempotency-Key", k);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, who: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, who, path, body, None)
+            .await
+    }
+
+    async fn propose(&self, who: &str, key: &str) -> i64 {
+        let (status, body) = self
+            .post(
+                who,
+                "/api/v1/remediations",
+                Some(json!({"key": key, "ticket": "SEC-7"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["state"], "pending_approval");
+        body["id"].as_i64().unwrap()
+    }
+
+    async fn approve(&self, who: &str, id: i64) -> (StatusCode, Value) {
+        self.post(who, &format!("/api/v1/remediations/{id}/approve"), None)
+            .await
+    }
+
+    async fn apply(&self, who: &str, id: i64) -> (StatusCode, Value) {
+        self.post(who, &format!("/api/v1/remediations/{id}/apply"), None)
+            .await
+    }
+
+    /// Open findings of `rule` on `arn`.
+    async fn open(&self, arn: &str, rule: &str) -> usize {
+        let (status, body) = self
+            .call(
+                reqwest::Method::GET,
+                "viewer",
+                "/api/v1/findings?limit=500",
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["key_arn"] == arn && f["rule_id"] == rule && f["status"] == "open")
+            .count()
+    }
+
+    fn puts(&self) -> usize {
+        self.puts.load(Ordering::SeqCst)
+    }
+}
+
+async fn happy_path_apply_verify_and_rollback(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let original = default_policy(&s.account);
+    let key = s.key(&original).await;
+    assert_eq!(s.open(&key.arn, "KMS-DELEGATION").await, 1);
+
+    // Propose as an operator, with an idempotency key: a retry returns the same proposal.
+    let propose = |k: &'static str| {
+        s.call(
+            reqwest::Method::POST,
+            "ops",
+            "/api/v1/remediations",
+            Some(json!({"key": key.key_id, "ticket": "SEC-1", "comment": "stop delegation"})),
+            Some(k),
+        )
+    };
+    let (status, first) = propose("try-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let id = first["id"].as_i64().unwrap();
+    assert_eq!(first["state"], "pending_approval");
+    assert_eq!(first["requester"], "ops");
+    assert_eq!(first["ticket"], "SEC-1");
+    assert!(
+        first["resolves"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("KMS-DELEGATION"))
+    );
+    let (status, again) = propose("try-1").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["id"], id);
+
+    // An operator cannot approve; an approver can.
+    assert_eq!(s.approve("ops", id).await.0, StatusCode::FORBIDDEN);
+    let (status, approved) = s.approve("alice", id).await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    assert_eq!(approved["state"], "approved");
+
+    let (status, applied) = s.apply("bob", id).await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    assert_eq!(applied["state"], "applied", "{applied}");
+    assert_eq!(s.puts(), 1);
+    let now = s.moto_policy(&key.key_id).await;
+    assert!(
+        same_policy(&now, first["proposed_policy"].as_str().unwrap()),
+        "{now}"
+    );
+    // Re-evaluated at once: the delegation finding is resolved.
+    assert_eq!(s.open(&key.arn, "KMS-DELEGATION").await, 0);
+    // Applying again is refused and writes nothing.
+    assert_eq!(s.apply("bob", id).await.0, StatusCode::CONFLICT);
+    assert_eq!(s.puts(), 1);
+
+    // Rollback: a new proposal of the base policy through the same gate.
+    let (status, rollback) = s
+        .post("ops", &format!("/api/v1/remediations/{id}/rollback"), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{rollback}");
+    assert_eq!(rollback["rollback_of"], id);
+    assert_eq!(rollback["state"], "pending_approval");
+    assert_eq!(rollback["ticket"], "SEC-1");
+    let rid = rollback["id"].as_i64().unwrap();
+    assert_eq!(s.approve("alice", rid).await.0, StatusCode::OK);
+    let (status, restored) = s.apply("alice", rid).await;
+    assert_eq!(status, StatusCode::OK, "{restored}");
+    assert_eq!(restored["state"], "applied", "{restored}");
+    assert!(same_policy(&s.moto_policy(&key.key_id).await, &original));
+    assert_eq!(s.puts(), 2);
+    assert_eq!(s.open(&key.arn, "KMS-DELEGATION").await, 1);
+
+    // Listing and detail.
+    let (status, list) = s
+        .call(
+            reqwest::Method::GET,
+            "viewer",
+            "/api/v1/remediations",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total"], 2);
+    let (status, detail) = s
+        .call(
+            reqwest::Method::GET,
+            "viewer",
+            &format!("/api/v1/remediations/{id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(detail["approvals"][0]["approver"], "alice");
+}
+
+async fn self_approval_is_forbidden_and_reject_needs_a_comment(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let key = s.key(&default_policy(&s.account)).await;
+    let id = s.propose("alice", &key.arn).await;
+    let (status, body) = s.approve("alice", id).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("requester"),
+        "{body}"
+    );
+    let (status, _) = s
+        .post("bob", &format!("/api/v1/remediations/{id}/reject"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, body) = s
+        .post(
+            "bob",
+            &format!("/api/v1/remediations/{id}/reject"),
+            Some(json!({"comment": "not during the freeze"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "rejected");
+    assert_eq!(s.apply("bob", id).await.0, StatusCode::CONFLICT);
+    assert_eq!(s.puts(), 0);
+}
+
+async fn propose_only_refuses_apply_and_nothing_to_fix_is_refused(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::ProposeOnly).await;
+    let key = s.key(&default_policy(&s.account)).await;
+    let id = s.propose("ops", &key.key_id).await;
+    assert_eq!(s.approve("bob", id).await.0, StatusCode::OK);
+    let (status, body) = s.apply("bob", id).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("mode = \"apply\""),
+        "{body}"
+    );
+    assert_eq!(s.puts(), 0);
+
+    let clean = s.key(&pinned_policy(&s.account)).await;
+    let (status, body) = s
+        .post(
+            "ops",
+            "/api/v1/remediations",
+            Some(json!({"key": clean.key_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("nothing to fix"),
+        "{body}"
+    );
+    let (status, _) = s
+        .post(
+            "ops",
+            "/api/v1/remediations",
+            Some(json!({"key": "no-such-key"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn stale_base_is_refused_and_nothing_written(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let key = s.key(&default_policy(&s.account)).await;
+    let id = s.propose("ops", &key.key_id).await;
+    assert_eq!(s.approve("alice", id).await.0, StatusCode::OK);
+    // Someone changes the policy behind Keyward's back.
+    let changed = pinned_policy(&s.account);
+    s.kms
+        .put_key_policy()
+        .key_id(&key.key_id)
+        .policy_name("default")
+        .policy(&changed)
+        .send()
+        .await
+        .expect("PutKeyPolicy");
+    let (status, body) = s.apply("bob", id).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "stale", "{body}");
+    assert_eq!(s.puts(), 0);
+    assert!(same_policy(&s.moto_policy(&key.key_id).await, &changed));
+}
+
+async fn concurrent_apply_writes_once(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let key = s.key(&default_policy(&s.account)).await;
+    let id = s.propose("ops", &key.key_id).await;
+    assert_eq!(s.approve("alice", id).await.0, StatusCode::OK);
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let service = s.service.clone();
+            tokio::spawn(async move { service.apply(id, &format!("approver-{i}")).await })
+        })
+        .collect();
+    let mut applied = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(row) => {
+                assert_eq!(row.state, "applied");
+                applied += 1;
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!((applied, refused), (1, 3));
+    assert_eq!(s.puts(), 1, "exactly one PutKeyPolicy");
+}
+
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(crate::db::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(db) = crate::db::postgres().await else { return };
+                    super::$name(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases![
+    happy_path_apply_verify_and_rollback,
+    self_approval_is_forbidden_and_reject_needs_a_comment,
+    propose_only_refuses_apply_and_nothing_to_fix_is_refused,
+    stale_base_is_refused_and_nothing_written,
+    concurrent_apply_writes_once,
+];
