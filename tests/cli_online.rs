@@ -433,3 +433,168 @@ async fn tokens_are_created_once_listed_revoked_and_audited() {
         text(&out.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remediation_cli_proposes_refuses_self_approval_lists_shows_and_serve_reconciles() {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let key = seed_key(&kms, &default_policy(&account), "remediate me").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), moto, &[(&account, &account)], "");
+    let mut text_config = std::fs::read_to_string(&config).unwrap();
+    text_config.push_str(&format!(
+        "key_admins = [\"arn:aws:iam::{account}:role/KMSAdmin\"]\n"
+    ));
+    std::fs::write(&config, text_config).unwrap();
+    let out = run(keyward().args(["sync", "--once", "--config"]).arg(&config));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let as_user = |user: &str, args: &[&str]| {
+        run(keyward()
+            .env("USER", user)
+            .arg("remediation")
+            .args(args)
+            .arg("--config")
+            .arg(&config))
+    };
+
+    let out = as_user(
+        "carol",
+        &["propose", "--key", &key.key_id, "--ticket", "SEC-9"],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("pending_approval"), "{stdout}");
+    assert!(stdout.contains("requester:  cli:carol"), "{stdout}");
+    assert!(stdout.contains("KMS-DELEGATION"), "{stdout}");
+    let id: String = stdout
+        .strip_prefix("remediation ")
+        .and_then(|s| s.split(':').next())
+        .expect("remediation id")
+        .to_string();
+
+    // The CLI acts as cli:$USER: the requester cannot approve their own proposal.
+    let out = as_user("carol", &["approve", &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cli:carol requested remediation") && stderr.contains("can never approve"),
+        "{stderr}"
+    );
+
+    let out = as_user("carol", &["list"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!(
+            "{id}\tpending_approval\t{}\tcli:carol\tSEC-9",
+            key.arn
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 remediations"), "{stdout}");
+
+    let out = as_user("dave", &["approve", &id, "--comment", "ok"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = as_user("dave", &["show", &id]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("remediation {id}: approved")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("approvals:  cli:dave"), "{stdout}");
+
+    // The default mode is propose-only: apply is refused with the setting to change.
+    let out = as_user("dave", &["apply", &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("mode = \"apply\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A crash between the claim and the end of an apply leaves it `applying`; `keyward serve`
+    // settles it at start-up by reading the policy (still the base here: back to approved).
+    {
+        let store = keyward::store::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("keyward.db").display()
+        ))
+        .await
+        .unwrap();
+        let now = chrono::Utc::now();
+        let claimed = store
+            .claim_remediation(
+                id.parse().unwrap(),
+                now,
+                &keyward::store::NewAuditEvent {
+                    at: now,
+                    actor: "cli:dave".into(),
+                    action: "remediation.applying".into(),
+                    target: key.arn.clone(),
+                    detail: "{}".into(),
+                },
+            )
+            .await
+            .unwrap()
+            .expect("claimed");
+        assert_eq!(claimed.state, "applying");
+    }
+    let mut child = keyward()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited early"
+        );
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = as_user("dave", &["show", &id]);
+        let stdout = text(&out.stdout);
+        if stdout.contains(&format!("remediation {id}: approved")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reconciled in time: {stdout}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let out = as_user("dave", &["show", "999"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -4,6 +4,8 @@
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/faults.rs"]
+mod faults;
 #[path = "support/moto.rs"]
 mod moto;
 
@@ -13,7 +15,7 @@ use keyward::clock::SystemClock;
 use keyward::config::{AccountConfig, RemediationConfig, RemediationMode};
 use keyward::metrics::Metrics;
 use keyward::remediation::{KmsWriters, RemediationService, SyncAfterApply, same_policy};
-use keyward::store::NewToken;
+use keyward::store::{NewAuditEvent, NewToken, RemediationRow};
 use keyward::sync::{Due, SyncService, Target};
 use keyward::web::auth::token_hash;
 use keyward::web::{AppState, build_app, serve};
@@ -21,7 +23,7 @@ use moto::{Moto, default_policy, seed_key};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 const REGION: &str = "us-east-1";
@@ -32,15 +34,18 @@ fn pinned_policy(account: &str) -> String {
     )
 }
 
-/// Counts PutKeyPolicy calls across every writer it opens.
+/// Counts PutKeyPolicy calls across every writer it opens; fails them (without reaching AWS)
+/// while `fail` is set.
 struct Counting {
     inner: SdkConnector,
     puts: Arc<AtomicUsize>,
+    fail: Arc<AtomicBool>,
 }
 
 struct CountingWriter {
     inner: Arc<dyn KmsWriter>,
     puts: Arc<AtomicUsize>,
+    fail: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -54,6 +59,7 @@ impl KmsWriters for Counting {
         Ok(Arc::new(CountingWriter {
             inner,
             puts: self.puts.clone(),
+            fail: self.fail.clone(),
         }))
     }
 }
@@ -62,6 +68,13 @@ impl KmsWriters for Counting {
 impl KmsWriter for CountingWriter {
     async fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<(), AwsError> {
         self.puts.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(AwsError::Service {
+                operation: "PutKeyPolicy",
+                code: "KMSInternalException".into(),
+                message: "injected failure".into(),
+            });
+        }
         self.inner.put_key_policy(key_id, policy).await
     }
 }
@@ -72,6 +85,8 @@ struct Server {
     account: String,
     kms: aws_sdk_kms::Client,
     puts: Arc<AtomicUsize>,
+    fail_puts: Arc<AtomicBool>,
+    faults: Arc<std::sync::Mutex<faults::Faults>>,
     service: Arc<RemediationService>,
     sync: Arc<SyncService>,
     targets: Vec<Target>,
@@ -124,12 +139,15 @@ impl Server {
             lease: Duration::from_secs(600),
         });
         let puts = Arc::new(AtomicUsize::new(0));
+        let fail_puts = Arc::new(AtomicBool::new(false));
+        let (faulty, faults) = faults::FaultyConnector::new(connector);
         let service = Arc::new(RemediationService {
             store: store.clone(),
-            connector,
+            connector: faulty,
             writers: Arc::new(Counting {
                 inner: SdkConnector::new(Some(moto.endpoint().to_string()), metrics.clone()),
                 puts: puts.clone(),
+                fail: fail_puts.clone(),
             }),
             clock: Arc::new(SystemClock),
             config: RemediationConfig {
@@ -159,6 +177,8 @@ impl Server {
             account,
             kms,
             puts,
+            fail_puts,
+            faults,
             service,
             sync,
             targets,
@@ -262,6 +282,85 @@ impl Server {
 
     fn puts(&self) -> usize {
         self.puts.load(Ordering::SeqCst)
+    }
+
+    async fn set_policy(&self, key_id: &str, policy: &str) {
+        self.kms
+            .put_key_policy()
+            .key_id(key_id)
+            .policy_name("default")
+            .policy(policy)
+            .send()
+            .await
+            .expect("PutKeyPolicy");
+    }
+
+    /// A key with the default policy, proposed and approved, then claimed through the store as
+    /// an apply does, and left `applying` as a killed process would leave it.
+    async fn left_applying(&self) -> (moto::SeededKey, RemediationRow) {
+        let key = self.key(&default_policy(&self.account)).await;
+        let id = self.propose("ops", &key.key_id).await;
+        assert_eq!(self.approve("alice", id).await.0, StatusCode::OK);
+        let now = chrono::Utc::now();
+        let claimed = self
+            .service
+            .store
+            .claim_remediation(
+                id,
+                now,
+                &NewAuditEvent {
+                    at: now,
+                    actor: "bob".into(),
+                    action: "remediation.applying".into(),
+                    target: key.arn.clone(),
+                    detail: json!({"remediation": id}).to_string(),
+                },
+            )
+            .await
+            .unwrap()
+            .expect("claimed");
+        assert_eq!(claimed.state, "applying");
+        (key, claimed)
+    }
+
+    /// Reconciles and returns the row `id` as stored afterwards, checking that the transition
+    /// was audited (actor `keyward`) and put in the outbox as `event`.
+    async fn reconcile(&self, id: i64, event: &str) -> RemediationRow {
+        let outbox_before = self
+            .service
+            .store
+            .outbox_events(None, 10_000)
+            .await
+            .unwrap()
+            .len();
+        let settled = self.service.reconcile_applying().await.expect("reconcile");
+        assert_eq!(settled.len(), 1);
+        assert_eq!(settled[0].id, id);
+        let row = self.service.get(id).await.unwrap();
+        // Exactly one audited transition by `keyward`, and one remediation event in the outbox
+        // (re-evaluation after an apply adds finding events of its own).
+        let (audit, _) = self.service.store.list_audit(None, 100).await.unwrap();
+        let reconciled: Vec<_> = audit
+            .iter()
+            .filter(|a| a.detail.contains("\"reconciled\":true"))
+            .collect();
+        assert_eq!(reconciled.len(), 1, "{audit:?}");
+        assert_eq!(reconciled[0].actor, "keyward");
+        let outbox = self
+            .service
+            .store
+            .outbox_events(None, 10_000)
+            .await
+            .unwrap();
+        let events: Vec<&str> = outbox[outbox_before..]
+            .iter()
+            .map(|e| e.event.as_str())
+            .filter(|e| e.starts_with("remediation."))
+            .collect();
+        assert_eq!(events, vec![event]);
+        // Nothing is left applying: a second run settles nothing.
+        assert!(self.service.reconcile_applying().await.unwrap().is_empty());
+        row
     }
 }
 
@@ -474,6 +573,137 @@ async fn concurrent_apply_writes_once(db: db::TestDb) {
     assert_eq!(s.puts(), 1, "exactly one PutKeyPolicy");
 }
 
+async fn reconcile_policy_equal_to_proposal_is_applied(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let (key, r) = s.left_applying().await;
+    // The process died after PutKeyPolicy reached AWS.
+    s.set_policy(&key.key_id, &r.proposed_policy).await;
+    let row = s.reconcile(r.id, "remediation.applied").await;
+    assert_eq!(row.state, "applied", "{row:?}");
+    assert_eq!(s.puts(), 0, "reconciling never writes");
+    assert!(same_policy(
+        &s.moto_policy(&key.key_id).await,
+        &r.proposed_policy
+    ));
+    // Re-evaluated: the delegation finding is resolved.
+    assert_eq!(s.open(&key.arn, "KMS-DELEGATION").await, 0);
+    assert_eq!(s.apply("bob", r.id).await.0, StatusCode::CONFLICT);
+    assert_eq!(s.puts(), 0);
+}
+
+async fn reconcile_policy_equal_to_base_is_approved_again(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let (key, r) = s.left_applying().await;
+    // The process died before PutKeyPolicy; moto's policy is the base (re-serialised).
+    assert!(same_policy(
+        &s.moto_policy(&key.key_id).await,
+        &r.base_policy
+    ));
+    let row = s.reconcile(r.id, "remediation.approved").await;
+    assert_eq!(row.state, "approved", "{row:?}");
+    assert_eq!(row.error, None);
+    assert_eq!(s.puts(), 0, "reconciling never writes");
+    // It can be applied again, exactly once.
+    let (status, body) = s.apply("bob", r.id).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "applied", "{body}");
+    assert_eq!(s.puts(), 1);
+}
+
+async fn reconcile_other_policy_is_failed(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let (key, r) = s.left_applying().await;
+    let other = pinned_policy(&s.account);
+    s.set_policy(&key.key_id, &other).await;
+    let row = s.reconcile(r.id, "remediation.failed").await;
+    assert_eq!(row.state, "failed", "{row:?}");
+    assert!(
+        row.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("neither the base nor the proposal"),
+        "{row:?}"
+    );
+    assert_eq!(s.puts(), 0, "reconciling never writes");
+    assert!(same_policy(&s.moto_policy(&key.key_id).await, &other));
+}
+
+async fn aws_error_during_put_is_failed_and_policy_unchanged(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let original = default_policy(&s.account);
+    let key = s.key(&original).await;
+    let id = s.propose("ops", &key.key_id).await;
+    assert_eq!(s.approve("alice", id).await.0, StatusCode::OK);
+    s.fail_puts.store(true, Ordering::SeqCst);
+    let (status, body) = s.apply("bob", id).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "failed", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("injected failure"),
+        "{body}"
+    );
+    assert_eq!(s.puts(), 1);
+    assert!(same_policy(&s.moto_policy(&key.key_id).await, &original));
+    assert_eq!(s.open(&key.arn, "KMS-DELEGATION").await, 1);
+    // Failed is final: it is not applied again.
+    assert_eq!(s.apply("bob", id).await.0, StatusCode::CONFLICT);
+    assert_eq!(s.puts(), 1);
+}
+
+async fn aws_managed_key_is_refused_and_nothing_stored(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let key = s.key(&default_policy(&s.account)).await;
+    s.faults
+        .lock()
+        .unwrap()
+        .aws_managed
+        .insert(key.key_id.clone());
+    let (status, body) = s
+        .post(
+            "ops",
+            "/api/v1/remediations",
+            Some(json!({"key": key.key_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("AWS-managed"),
+        "{body}"
+    );
+    let (list, total) = s.service.store.list_remediations(None, 10).await.unwrap();
+    assert!(list.is_empty());
+    assert_eq!(total, 0);
+    assert!(
+        s.service
+            .store
+            .outbox_events(None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| !e.event.starts_with("remediation."))
+    );
+}
+
+async fn expiry_expires_pending_and_approved_only(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let key = s.key(&default_policy(&s.account)).await;
+    let pending = s.propose("ops", &key.key_id).await;
+    let approved = s.propose("bob", &key.arn).await;
+    assert_eq!(s.approve("alice", approved).await.0, StatusCode::OK);
+    // Nothing is due yet.
+    assert!(s.service.expire().await.unwrap().is_empty());
+    // The store expires what is due at a later `now` (seven days by default).
+    let later = chrono::Utc::now() + chrono::TimeDelta::days(8);
+    let mut expired = s.service.store.expire_remediations(later).await.unwrap();
+    expired.sort();
+    assert_eq!(expired, vec![pending, approved]);
+    for id in [pending, approved] {
+        assert_eq!(s.service.get(id).await.unwrap().state, "expired");
+    }
+    assert_eq!(s.apply("bob", approved).await.0, StatusCode::CONFLICT);
+    assert_eq!(s.puts(), 0);
+}
+
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -502,4 +732,10 @@ on_both_databases![
     propose_only_refuses_apply_and_nothing_to_fix_is_refused,
     stale_base_is_refused_and_nothing_written,
     concurrent_apply_writes_once,
+    reconcile_policy_equal_to_proposal_is_applied,
+    reconcile_policy_equal_to_base_is_approved_again,
+    reconcile_other_policy_is_failed,
+    aws_error_during_put_is_failed_and_policy_unchanged,
+    aws_managed_key_is_refused_and_nothing_stored,
+    expiry_expires_pending_and_approved_only,
 ];

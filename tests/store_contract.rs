@@ -3489,6 +3489,62 @@ async fn remediation_lifecycle_with_events_and_audit(store: &dyn Store) {
     );
 }
 
+/// Crash recovery found nothing written: `applying → approved` again, audited, with a
+/// `remediation.approved` event, and the remediation can be claimed once more.
+async fn remediation_unapplied_goes_back_to_approved(store: &dyn Store) {
+    let arn = arn_in(REGION, "k3");
+    let (r, _) = store
+        .create_remediation(
+            &new_remediation(&arn, "alice", None),
+            &audit_at(t(1), "remediation.requested", &arn),
+        )
+        .await
+        .expect("create");
+    store
+        .approve_remediation(
+            r.id,
+            &approval("bob", t(2), None),
+            1,
+            &audit_at(t(2), "remediation.approved", &arn),
+        )
+        .await
+        .expect("approve");
+    store
+        .claim_remediation(r.id, t(3), &audit_at(t(3), "remediation.applying", &arn))
+        .await
+        .expect("claim")
+        .expect("won");
+    let before = all_outbox(store).await.len();
+    let (_, audits_before) = store.list_audit(None, 1).await.expect("audit");
+    let back = store
+        .finish_remediation(
+            r.id,
+            &ApplyResult::Unapplied("nothing was written".into()),
+            t(4),
+            &audit_at(t(4), "remediation.unapplied", &arn),
+        )
+        .await
+        .expect("unapplied");
+    assert_eq!(back.state, "approved");
+    assert_eq!(back.error, None);
+    assert_eq!(back.applied_at, None);
+    let events = all_outbox(store).await;
+    assert_eq!(events.len(), before + 1);
+    assert_eq!(events.last().expect("event").event, "remediation.approved");
+    let (audits, total) = store.list_audit(None, 1).await.expect("audit");
+    assert_eq!(total, audits_before + 1);
+    assert_eq!(audits[0].action, "remediation.unapplied");
+    assert_eq!(
+        store
+            .claim_remediation(r.id, t(5), &audit_at(t(5), "remediation.applying", &arn))
+            .await
+            .expect("claim again")
+            .expect("claimable again")
+            .state,
+        "applying"
+    );
+}
+
 async fn remediation_reject_stale_expire_and_list(store: &dyn Store) {
     let arn = arn_in(REGION, "k2");
     let mut ids = Vec::new();
@@ -3758,6 +3814,7 @@ contract! {
         deliveries_fan_out_retry_and_finish,
         remediation_lifecycle_with_events_and_audit,
         remediation_reject_stale_expire_and_list,
+        remediation_unapplied_goes_back_to_approved,
     ],
     databases: [
         audit_tampering_is_detected,

@@ -7,6 +7,7 @@ mod error;
 mod export;
 mod fix;
 mod migrate;
+mod remediation;
 mod runtime;
 mod serve;
 mod sync;
@@ -58,6 +59,57 @@ pub enum Command {
     ///
     /// Exit status: 0 intact, 1 broken, 2 configuration or database error.
     Audit(AuditArgs),
+    /// Propose, approve, reject and apply key policy remediations (actor `cli:$USER`).
+    ///
+    /// Exit status: 0 done, 1 apply ended stale or failed, 2 refused, forbidden or an error.
+    Remediation(RemediationArgs),
+}
+
+/// Arguments of `keyward remediation`.
+#[derive(Debug, Args)]
+pub struct RemediationArgs {
+    #[command(subcommand)]
+    pub command: RemediationCommand,
+    /// Configuration file [default: ./keyward.toml when present].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// `keyward remediation` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RemediationCommand {
+    /// List remediations, newest first: id, state, key, requester, ticket.
+    List,
+    /// Show one remediation with its proposed policy.
+    Show {
+        /// The remediation id.
+        id: i64,
+    },
+    /// Propose the fix for a key, read fresh from AWS.
+    Propose {
+        /// Key id or ARN.
+        #[arg(long)]
+        key: String,
+        /// A ticket reference carried by the notifications.
+        #[arg(long)]
+        ticket: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Approve (never one's own proposal).
+    Approve {
+        id: i64,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject, with a required comment.
+    Reject {
+        id: i64,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Apply an approved remediation (needs `[remediation] mode = "apply"`).
+    Apply { id: i64 },
 }
 
 /// Arguments of `keyward token`.
@@ -275,6 +327,7 @@ where
         Command::Migrate(args) => migrate::run(args, out),
         Command::Token(args) => token::run(args, out),
         Command::Audit(args) => audit::run(args, out),
+        Command::Remediation(args) => remediation::run(args, out),
     };
     let exit = match result {
         Ok(exit) => exit,

@@ -63,6 +63,18 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
                 targets: targets.clone(),
             })),
         });
+        // Crash safety: settle what a previous process left `applying`, before serving.
+        match remediation.reconcile_applying().await {
+            Ok(settled) if !settled.is_empty() => {
+                tracing::info!(
+                    count = settled.len(),
+                    "reconciled remediations left applying"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reconciling remediations left applying failed"),
+        }
+        let expiry = tokio::spawn(expire_remediations(remediation.clone(), rx.clone()));
         let scheduler = tokio::spawn(run_scheduler(service, targets, config.sync.interval, rx));
         let app = build_app(AppState {
             store,
@@ -78,6 +90,9 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
             let _ = tx.send(true);
         })
         .await;
+        if expiry.await.is_err() {
+            tracing::error!("the remediation expiry task panicked");
+        }
         if scheduler.await.is_err() {
             tracing::error!("the sync scheduler panicked");
         }
@@ -89,6 +104,31 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
         served.map_err(CliError::Output)?;
         Ok(Exit::Clean)
     })
+}
+
+/// How often pending and approved remediations past their expiry are expired.
+const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Expires remediations at start-up and then every [`EXPIRY_INTERVAL`] until shutdown.
+async fn expire_remediations(
+    service: Arc<RemediationService>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match service.expire().await {
+            Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "remediations expired"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiring remediations failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EXPIRY_INTERVAL) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

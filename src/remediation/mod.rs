@@ -448,6 +448,7 @@ impl RemediationService {
             ApplyResult::Applied => ("remediation.applied", serde_json::Value::Null),
             ApplyResult::Stale(e) => ("remediation.stale", e.as_str().into()),
             ApplyResult::Failed(e) => ("remediation.failed", e.as_str().into()),
+            ApplyResult::Unapplied(e) => ("remediation.unapplied", e.as_str().into()),
         };
         let finished = self
             .store
@@ -519,6 +520,92 @@ impl RemediationService {
             ),
             Err(e) => ApplyResult::Failed(format!("verifying: {e}")),
         }
+    }
+
+    /// Crash recovery: every remediation left in `applying` (the process died between the claim
+    /// and the end of the apply) is settled by re-reading the key policy, never by writing it:
+    /// equal to the proposal → `applied`; equal to the base → back to `approved` (nothing was
+    /// written); anything else → `failed` with the reason. A policy that cannot be read leaves
+    /// the row `applying` for the next start-up. Returns the rows settled.
+    pub async fn reconcile_applying(&self) -> RemediationResult<Vec<RemediationRow>> {
+        let mut applying = Vec::new();
+        let mut before = None;
+        loop {
+            let (page, _) = self.store.list_remediations(before, 500).await?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.id);
+            applying.extend(
+                page.into_iter()
+                    .filter(|r| r.state == crate::store::remediation_state::APPLYING),
+            );
+        }
+        let mut settled = Vec::new();
+        for r in applying {
+            let account = self.account(&r.account_id);
+            let key_id = r.key_arn.rsplit('/').next().unwrap_or(&r.key_arn);
+            let read = match self
+                .connector
+                .source(&Self::access(&account), &r.region)
+                .await
+            {
+                Ok(source) => source.get_key_policy(key_id).await,
+                Err(e) => Err(e),
+            };
+            let current = match read {
+                Ok(text) => text,
+                Err(e) => {
+                    tracing::warn!(remediation = r.id, error = %e, "cannot reconcile a remediation left applying; it stays applying");
+                    continue;
+                }
+            };
+            let result = if same_policy(&current, &r.proposed_policy) {
+                ApplyResult::Applied
+            } else if same_policy(&current, &r.base_policy) {
+                ApplyResult::Unapplied(
+                    "found applying at start-up with the key policy still equal to the base: nothing was written".into(),
+                )
+            } else {
+                ApplyResult::Failed(
+                    "found applying at start-up with a key policy equal to neither the base nor the proposal; nothing was written. Review the key policy and propose again".into(),
+                )
+            };
+            let (action, detail) = match &result {
+                ApplyResult::Applied => ("remediation.applied", serde_json::Value::Null),
+                ApplyResult::Unapplied(e) => ("remediation.unapplied", e.as_str().into()),
+                ApplyResult::Stale(e) | ApplyResult::Failed(e) => {
+                    ("remediation.failed", e.as_str().into())
+                }
+            };
+            let now = self.clock.now();
+            let row = self
+                .store
+                .finish_remediation(
+                    r.id,
+                    &result,
+                    now,
+                    &audit(
+                        now,
+                        "keyward",
+                        action,
+                        &r.key_arn,
+                        serde_json::json!({"remediation": r.id, "reconciled": true, "error": detail}),
+                    ),
+                )
+                .await?;
+            tracing::info!(remediation = r.id, state = %row.state, "reconciled a remediation left applying");
+            if matches!(result, ApplyResult::Applied)
+                && let Some(after) = &self.after_apply
+            {
+                after.reevaluate(&r.account_id).await;
+            }
+            settled.push(row);
+        }
+        Ok(settled)
+    }
+
+    /// Expires every pending or approved remediation past its `expires_at`; returns their ids.
+    pub async fn expire(&self) -> RemediationResult<Vec<i64>> {
+        Ok(self.store.expire_remediations(self.clock.now()).await?)
     }
 
     /// Proposes the base policy of an applied remediation again, through the same gate.

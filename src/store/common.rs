@@ -702,6 +702,11 @@ pub(super) fn apply_result(result: &ApplyResult) -> (&'static str, &'static str,
             events::REMEDIATION_FAILED,
             Some(e),
         ),
+        ApplyResult::Unapplied(_) => (
+            remediation_state::APPROVED,
+            events::REMEDIATION_APPROVED,
+            None,
+        ),
     }
 }
 

@@ -368,6 +368,9 @@ pub enum ApplyResult {
     Stale(String),
     /// PutKeyPolicy or the verification failed.
     Failed(String),
+    /// Crash recovery found the key policy still equal to the base: nothing was written, so
+    /// the remediation goes back to `approved` (the reason is audited, not stored as an error).
+    Unapplied(String),
 }
 
 /// Event names of the outbox; webhooks subscribe to them. A public contract.
@@ -831,7 +834,8 @@ pub trait Store: Send + Sync {
         audit: &NewAuditEvent,
     ) -> StoreResult<Option<RemediationRow>>;
     /// Ends a claimed apply (`applying → applied|stale|failed`), in one transaction with `audit`
-    /// and a `remediation.applied` or `remediation.failed` outbox event. `Conflict` when the
+    /// and a `remediation.applied` or `remediation.failed` outbox event (`remediation.approved`
+    /// for [`ApplyResult::Unapplied`], back to `approved`). `Conflict` when the
     /// remediation is not `applying`.
     async fn finish_remediation(
         &self,
