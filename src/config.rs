@@ -127,7 +127,7 @@ pub struct RemediationConfig {
     pub mode: RemediationMode,
     /// Distinct approvers (never the requester) a proposal needs.
     pub required_approvals: u32,
-    /// Apply as soon as a proposal is approved (not implemented yet: must stay false).
+    /// Apply as soon as a proposal is approved; only with `mode = "apply"`.
     pub auto_apply: bool,
     /// How long a proposal waits for approval and apply (humantime: `7d`).
     #[serde(serialize_with = "ser_duration", deserialize_with = "de_duration")]
@@ -281,10 +281,10 @@ impl Config {
                 "must be between 1 and 10",
             ));
         }
-        if self.remediation.auto_apply {
+        if self.remediation.auto_apply && self.remediation.mode != RemediationMode::Apply {
             return Err(invalid(
                 "remediation.auto_apply",
-                "automatic apply is not supported yet; apply approved remediations with POST /api/v1/remediations/{id}/apply",
+                "needs mode = \"apply\": in propose-only mode Keyward never writes key policies",
             ));
         }
         if self.remediation.expires_after < Duration::from_secs(60) {
@@ -581,6 +581,16 @@ events = ["finding.opened", "finding.resolved", "sync.failed"]
         assert_eq!(c.webhooks[0].events.len(), 3);
         let debug = format!("{c:?}");
         assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn auto_apply_needs_apply_mode() {
+        let err = load("[remediation]\nauto_apply = true\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remediation.auto_apply"), "{err}");
+        let ok = load("[remediation]\nmode = \"apply\"\nauto_apply = true\n", &[]).unwrap();
+        assert!(ok.remediation.auto_apply);
     }
 
     #[test]

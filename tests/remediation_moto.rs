@@ -95,6 +95,17 @@ struct Server {
 
 impl Server {
     async fn start(db: db::TestDb, mode: RemediationMode) -> Server {
+        Self::start_with(
+            db,
+            RemediationConfig {
+                mode,
+                ..RemediationConfig::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with(db: db::TestDb, remediation: RemediationConfig) -> Server {
         let moto = Moto::start();
         let account = moto.fresh_account();
         let kms = moto.kms_client_for(&account, REGION).await;
@@ -150,10 +161,7 @@ impl Server {
                 fail: fail_puts.clone(),
             }),
             clock: Arc::new(SystemClock),
-            config: RemediationConfig {
-                mode,
-                ..RemediationConfig::default()
-            },
+            config: remediation,
             accounts: vec![account_config],
             after_apply: Some(Arc::new(SyncAfterApply {
                 service: sync.clone(),
@@ -704,6 +712,46 @@ async fn expiry_expires_pending_and_approved_only(db: db::TestDb) {
     assert_eq!(s.puts(), 0);
 }
 
+async fn auto_apply_applies_on_the_last_approval(db: db::TestDb) {
+    let s = Server::start_with(
+        db,
+        RemediationConfig {
+            mode: RemediationMode::Apply,
+            auto_apply: true,
+            required_approvals: 2,
+            ..RemediationConfig::default()
+        },
+    )
+    .await;
+    let key = s.key(&default_policy(&s.account)).await;
+    let (status, proposed) = s
+        .call(
+            reqwest::Method::POST,
+            "ops",
+            "/api/v1/remediations",
+            Some(json!({"key": key.key_id})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{proposed}");
+    let id = proposed["id"].as_i64().unwrap();
+    // the first of two approvals applies nothing
+    let (_, first) = s.approve("alice", id).await;
+    assert_eq!(first["state"], "pending_approval", "{first}");
+    assert_eq!(s.puts(), 0);
+    // the last one applies at once, exactly once
+    let (status, second) = s.approve("bob", id).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["state"], "applied", "{second}");
+    assert_eq!(s.puts(), 1);
+    let now = s.moto_policy(&key.key_id).await;
+    assert!(same_policy(
+        &now,
+        proposed["proposed_policy"].as_str().unwrap()
+    ));
+    assert_eq!(s.open(&key.arn, "KMS-DELEGATION").await, 0);
+}
+
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -728,6 +776,7 @@ macro_rules! on_both_databases {
 
 on_both_databases![
     happy_path_apply_verify_and_rollback,
+    auto_apply_applies_on_the_last_approval,
     self_approval_is_forbidden_and_reject_needs_a_comment,
     propose_only_refuses_apply_and_nothing_to_fix_is_refused,
     stale_base_is_refused_and_nothing_written,

@@ -361,7 +361,7 @@ impl RemediationService {
             comment,
             created_at: now,
         };
-        Ok(self
+        let row = self
             .store
             .approve_remediation(
                 id,
@@ -375,7 +375,19 @@ impl RemediationService {
                     serde_json::json!({"remediation": id, "comment": approval.comment}),
                 ),
             )
-            .await?)
+            .await?;
+        if row.state == "approved" && self.config.auto_apply {
+            // The approval stands whatever the apply does; its outcome (applied, stale, failed)
+            // is recorded on the row, and a lost race to another applier is not an error here.
+            return match self.apply(id, "keyward").await {
+                Ok(applied) => Ok(applied),
+                Err(e) => {
+                    tracing::warn!(remediation = id, error = %e, "automatic apply did not run");
+                    self.get(id).await
+                }
+            };
+        }
+        Ok(row)
     }
 
     /// Rejects; a comment is required.
