@@ -752,6 +752,75 @@ async fn auto_apply_applies_on_the_last_approval(db: db::TestDb) {
     assert_eq!(s.open(&key.arn, "KMS-DELEGATION").await, 0);
 }
 
+async fn pending_deletion_and_engine_refusals_say_what_to_do(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    // a key on its way out is not worth a policy change
+    let leaving = s.key(&default_policy(&s.account)).await;
+    s.kms
+        .schedule_key_deletion()
+        .key_id(&leaving.key_id)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    s.sync
+        .run_pass(&s.targets, None, Due::Always)
+        .await
+        .unwrap();
+    let (status, body) = s
+        .post(
+            "ops",
+            "/api/v1/remediations",
+            Some(json!({"key": leaving.key_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("deletion"),
+        "{body}"
+    );
+    // the engine refuses a fix that would not fit in a key policy: the reason is passed on
+    let principals: Vec<String> = (0..500)
+        .map(|i| {
+            format!(
+                "\"arn:aws:iam::{}:role/application-role-number-{i:04}\"",
+                s.account
+            )
+        })
+        .collect();
+    let big = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{a}:root"}},"Action":"kms:*","Resource":"*"}},{{"Sid":"Apps","Effect":"Allow","Principal":{{"AWS":[{p}]}},"Action":"kms:Decrypt","Resource":"*"}}]}}"#,
+        a = s.account,
+        p = principals.join(",")
+    );
+    assert!(
+        big.len() < 32 * 1024 && big.len() > 30 * 1024,
+        "{}",
+        big.len()
+    );
+    let key = s.key(&big).await;
+    let (status, body) = s
+        .post(
+            "ops",
+            "/api/v1/remediations",
+            Some(json!({"key": key.key_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("32768"), "{body}");
+    let (_, list) = s
+        .call(
+            reqwest::Method::GET,
+            "viewer",
+            "/api/v1/remediations",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(list["total"], 0, "nothing stored: {list}");
+    assert_eq!(s.puts(), 0);
+}
+
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -776,6 +845,7 @@ macro_rules! on_both_databases {
 
 on_both_databases![
     happy_path_apply_verify_and_rollback,
+    pending_deletion_and_engine_refusals_say_what_to_do,
     auto_apply_applies_on_the_last_approval,
     self_approval_is_forbidden_and_reject_needs_a_comment,
     propose_only_refuses_apply_and_nothing_to_fix_is_refused,
