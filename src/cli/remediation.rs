@@ -5,7 +5,6 @@ use std::io::Write;
 use std::sync::Arc;
 
 use super::{CliError, Exit, RemediationArgs, RemediationCommand, runtime};
-use crate::aws::SdkConnector;
 use crate::clock::SystemClock;
 use crate::metrics::Metrics;
 use crate::remediation::{Proposal, RemediationError, RemediationService, SyncAfterApply};
@@ -49,8 +48,8 @@ pub fn run(args: &RemediationArgs, out: &mut dyn Write) -> Result<Exit, CliError
             };
         let service = RemediationService {
             store,
-            connector,
-            writers: Arc::new(SdkConnector::new(config.aws.endpoint_url.clone(), metrics)),
+            connector: connector.clone(),
+            writers: connector,
             clock: Arc::new(SystemClock),
             config: config.remediation.clone(),
             accounts: config.accounts.clone(),

@@ -49,13 +49,14 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
         .map_err(|e| CliError::Store(e.to_string()))
 }
 
-/// The sync service over the real AWS SDK.
+/// The sync service over the real AWS SDK, and its connector: remediation writes through the
+/// same one, so each account's credentials are loaded and checked once.
 pub fn sync_service(
     config: &Config,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-) -> (Arc<SyncService>, Arc<dyn KmsConnector>) {
-    let connector: Arc<dyn KmsConnector> = Arc::new(SdkConnector::new(
+) -> (Arc<SyncService>, Arc<SdkConnector>) {
+    let connector = Arc::new(SdkConnector::new(
         config.aws.endpoint_url.clone(),
         metrics.clone(),
     ));

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use super::{CliError, Exit, ServeArgs, runtime};
-use crate::aws::SdkConnector;
 use crate::clock::{Clock, SystemClock};
 use crate::metrics::Metrics;
 use crate::notify::{DeliverySettings, Notifier, Webhook};
@@ -51,10 +50,7 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
         let remediation = Arc::new(RemediationService {
             store: store.clone(),
             connector: connector.clone(),
-            writers: Arc::new(SdkConnector::new(
-                config.aws.endpoint_url.clone(),
-                metrics.clone(),
-            )),
+            writers: connector.clone(),
             clock: clock.clone(),
             config: config.remediation.clone(),
             accounts: config.accounts.clone(),
