@@ -1,6 +1,7 @@
 //! Keyward keeps IAM out of AWS KMS keys: it syncs key policies from many accounts, evaluates
 //! them, reports, and fixes IAM delegation behind approvals.
 
+pub mod access;
 pub mod aws;
 pub mod cli;
 pub mod clock;
