@@ -4,12 +4,13 @@
 #[path = "support/db.rs"]
 mod db;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use keyward::store::{
     AccountRow, ApplyResult, ApprovalRow, AuditEvent, DeliveryAttempt, FindingFilter, FindingRow,
-    GrantRecord, KeyFilter, KeyRecord, KeyRow, KeyUpdate, NewAuditEvent, NewFinding,
-    NewRemediation, NewToken, NewWaiver, OutboxEvent, PolicyState, RegionSync, RegionSyncOutcome,
-    Store, StoreError, StoreStats, SyncRunFinish, WaiverScope, WebhookSubscription, audit_hash,
+    GrantRecord, IamInventoryRow, KeyFilter, KeyRecord, KeyRow, KeySort, KeyUpdate, NewAuditEvent,
+    NewFinding, NewRemediation, NewSession, NewToken, NewWaiver, OutboxEvent, PolicyState,
+    RegionCompliance, RegionSync, RegionSyncOutcome, SessionRow, Store, StoreError, StoreStats,
+    SyncRunFinish, WaiverScope, WebhookSubscription, audit_hash,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -934,6 +935,7 @@ async fn sync_runs_start_finish_recent_latest(store: &dyn Store) {
                 keys_seen: 7,
                 outcome: outcome.clone(),
                 error: None,
+                iam_error: None,
             },
         )
         .await
@@ -946,6 +948,7 @@ async fn sync_runs_start_finish_recent_latest(store: &dyn Store) {
                 keys_seen: 0,
                 outcome: RegionSyncOutcome::default(),
                 error: Some("AccessDenied: ListKeys".into()),
+                iam_error: None,
             },
         )
         .await
@@ -958,6 +961,7 @@ async fn sync_runs_start_finish_recent_latest(store: &dyn Store) {
                 keys_seen: 0,
                 outcome: RegionSyncOutcome::default(),
                 error: None,
+                iam_error: None,
             },
         )
         .await;
@@ -2895,6 +2899,7 @@ async fn sync_writes_finding_events_in_its_transaction(store: &dyn Store) {
         keys_seen: 1,
         outcome: RegionSyncOutcome::default(),
         error: error.map(str::to_string),
+        iam_error: None,
     };
     store
         .finish_sync_run(ok, &finish(None))
@@ -3053,6 +3058,7 @@ async fn deliveries_fan_out_retry_and_finish(store: &dyn Store) {
                 keys_seen: 0,
                 outcome: RegionSyncOutcome::default(),
                 error: Some("boom".into()),
+                iam_error: None,
             },
         )
         .await
@@ -3318,6 +3324,7 @@ async fn concurrent_delivery_claims_are_exclusive(first: Arc<dyn Store>, second:
 
 fn new_remediation(key_arn: &str, requester: &str, idem: Option<&str>) -> NewRemediation {
     NewRemediation {
+        impact: None,
         key_arn: key_arn.into(),
         account_id: ACCOUNT.into(),
         region: REGION.into(),
@@ -3815,6 +3822,12 @@ contract! {
         remediation_lifecycle_with_events_and_audit,
         remediation_reject_stale_expire_and_list,
         remediation_unapplied_goes_back_to_approved,
+        sessions_expire_and_end_with_their_token,
+        compliance_by_region_and_daily_snapshots,
+        query_keys_sorted_orders_and_pages,
+        iam_inventory_change_detection_and_errors,
+        key_policies_join_current_versions,
+        iam_errors_and_impact_round_trip,
     ],
     databases: [
         audit_tampering_is_detected,
@@ -3829,4 +3842,453 @@ contract! {
         concurrent_delivery_claims_are_exclusive,
         concurrent_remediation_claims_have_one_winner,
     ],
+}
+
+// ---- dashboard sessions, compliance snapshots, sorted key lists, IAM inventories ----
+
+fn new_session(id: &str, token: Option<&str>, expires: DateTime<Utc>) -> NewSession {
+    NewSession {
+        id_sha256: sha(id),
+        actor: token.unwrap_or("alice@example.com").into(),
+        role: "approver".into(),
+        token_name: token.map(str::to_string),
+        csrf_token: format!("csrf-{id}"),
+        created_at: t(0),
+        expires_at: expires,
+    }
+}
+
+async fn sessions_expire_and_end_with_their_token(store: &dyn Store) {
+    store
+        .create_token(&new_token("jira", "approver", "secret-1"))
+        .await
+        .expect("token");
+    store
+        .create_session(&new_session("s1", Some("jira"), t(100)))
+        .await
+        .expect("token session");
+    store
+        .create_session(&new_session("s2", None, t(50)))
+        .await
+        .expect("proxy session");
+    let live = store
+        .get_session(&sha("s1"), t(10))
+        .await
+        .expect("get")
+        .expect("live");
+    assert_eq!(
+        live,
+        SessionRow {
+            actor: "jira".into(),
+            role: "approver".into(),
+            token_name: Some("jira".into()),
+            csrf_token: "csrf-s1".into(),
+            created_at: t(0),
+            expires_at: t(100),
+        }
+    );
+    assert!(
+        store
+            .get_session(&sha("nope"), t(10))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    // Expiry is exclusive: at expires_at the session is over.
+    assert!(
+        store
+            .get_session(&sha("s2"), t(49))
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert!(
+        store
+            .get_session(&sha("s2"), t(50))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    // Revoking the token ends its sessions at once.
+    store.revoke_token("jira", t(20)).await.expect("revoke");
+    assert!(
+        store
+            .get_session(&sha("s1"), t(21))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(
+        store.delete_expired_sessions(t(60)).await.expect("prune"),
+        1
+    );
+    store.delete_session(&sha("s1")).await.expect("logout");
+    store
+        .delete_session(&sha("s1"))
+        .await
+        .expect("logout twice is fine");
+    assert_eq!(
+        store.delete_expired_sessions(t(1000)).await.expect("prune"),
+        0
+    );
+}
+
+async fn compliance_by_region_and_daily_snapshots(store: &dyn Store) {
+    assert!(
+        store
+            .compliance_by_region()
+            .await
+            .expect("empty")
+            .is_empty()
+    );
+    seed_inventory(store).await;
+    let region =
+        |account: &str, region: &str, keys, compliant_keys, open, delegating| RegionCompliance {
+            account_id: account.into(),
+            region: region.into(),
+            keys,
+            compliant_keys,
+            open_findings: open,
+            delegating_keys: delegating,
+        };
+    let expected = vec![
+        region(ACCOUNT, REGION, 4, 1, 5, 3),
+        region(ACCOUNT, "us-east-1", 1, 1, 0, 0),
+        region(OTHER_ACCOUNT, REGION, 1, 0, 1, 1),
+    ];
+    assert_eq!(store.compliance_by_region().await.expect("live"), expected);
+
+    let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).expect("date");
+    store
+        .record_daily_snapshot(day(1), t(100))
+        .await
+        .expect("day 1");
+    // Recording a day again replaces it with the state of now.
+    store
+        .apply_region_sync(&region_sync(
+            t(200),
+            &[
+                arn_in(REGION, "a"),
+                arn_in(REGION, "b"),
+                arn_in(REGION, "c"),
+                arn_in(REGION, "e"),
+            ],
+            true,
+            vec![update(key("b"), readable("B3"), vec![])],
+        ))
+        .await
+        .expect("b fixed");
+    store
+        .record_daily_snapshot(day(2), t(300))
+        .await
+        .expect("day 2");
+    store
+        .record_daily_snapshot(day(2), t(301))
+        .await
+        .expect("day 2 again");
+    let snapshots = store.daily_snapshots(day(1)).await.expect("snapshots");
+    let rows: Vec<(NaiveDate, &str, &str, u64, u64, u64, u64)> = snapshots
+        .iter()
+        .map(|s| {
+            (
+                s.day,
+                s.account_id.as_str(),
+                s.region.as_str(),
+                s.keys,
+                s.compliant_keys,
+                s.open_findings,
+                s.delegating_keys,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (day(1), ACCOUNT, REGION, 4, 1, 5, 3),
+            (day(1), ACCOUNT, "us-east-1", 1, 1, 0, 0),
+            (day(1), OTHER_ACCOUNT, REGION, 1, 0, 1, 1),
+            (day(2), ACCOUNT, REGION, 4, 2, 4, 2),
+            (day(2), ACCOUNT, "us-east-1", 1, 1, 0, 0),
+            (day(2), OTHER_ACCOUNT, REGION, 1, 0, 1, 1),
+        ]
+    );
+    assert_eq!(store.daily_snapshots(day(2)).await.expect("since").len(), 3);
+    assert!(
+        store
+            .daily_snapshots(day(3))
+            .await
+            .expect("none")
+            .is_empty()
+    );
+}
+
+async fn sorted_ids(
+    store: &dyn Store,
+    filter: &KeyFilter,
+    sort: KeySort,
+    descending: bool,
+    offset: u64,
+    limit: u32,
+) -> (Vec<String>, u64) {
+    let (rows, total) = store
+        .query_keys_sorted(filter, sort, descending, offset, limit)
+        .await
+        .unwrap_or_else(|e| panic!("sorted {sort:?}: {e}"));
+    (rows.into_iter().map(|r| r.key.key_id).collect(), total)
+}
+
+async fn query_keys_sorted_orders_and_pages(store: &dyn Store) {
+    seed_inventory(store).await;
+    let all = KeyFilter::default();
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (sort, descending, expected) in [
+        (KeySort::Arn, false, ids(&["a", "b", "c", "e", "y", "x"])),
+        (KeySort::Arn, true, ids(&["x", "y", "e", "c", "b", "a"])),
+        (
+            KeySort::Account,
+            false,
+            ids(&["a", "b", "c", "e", "x", "y"]),
+        ),
+        (KeySort::Region, false, ids(&["a", "b", "c", "e", "y", "x"])),
+        // Byte order: "alias/Payments-DB" sorts before "alias/a".
+        (KeySort::Alias, false, ids(&["c", "a", "b", "e", "x", "y"])),
+        (
+            KeySort::Compliance,
+            false,
+            ids(&["c", "x", "b", "y", "a", "e"]),
+        ),
+        (
+            KeySort::Compliance,
+            true,
+            ids(&["e", "a", "y", "b", "x", "c"]),
+        ),
+    ] {
+        assert_eq!(
+            sorted_ids(store, &all, sort, descending, 0, 50).await,
+            (expected, 6),
+            "{sort:?} descending={descending}"
+        );
+    }
+    assert_eq!(
+        sorted_ids(store, &all, KeySort::Compliance, false, 2, 2).await,
+        (ids(&["b", "y"]), 6)
+    );
+    assert_eq!(
+        sorted_ids(store, &all, KeySort::Arn, false, 6, 2).await,
+        (vec![], 6)
+    );
+    let mine = KeyFilter {
+        account: Some(ACCOUNT.into()),
+        ..KeyFilter::default()
+    };
+    assert_eq!(
+        sorted_ids(store, &mine, KeySort::Alias, true, 0, 50).await,
+        (ids(&["x", "e", "b", "a", "c"]), 5)
+    );
+    // A key without aliases sorts last both ways.
+    let mut bare = key("f");
+    bare.aliases.clear();
+    store
+        .apply_region_sync(&region_sync(
+            t(120),
+            &[
+                arn_in(REGION, "a"),
+                arn_in(REGION, "b"),
+                arn_in(REGION, "c"),
+                arn_in(REGION, "e"),
+                bare.arn.clone(),
+            ],
+            true,
+            vec![update(bare, readable("F"), vec![])],
+        ))
+        .await
+        .expect("f");
+    for descending in [false, true] {
+        let (order, _) = sorted_ids(store, &mine, KeySort::Alias, descending, 0, 50).await;
+        assert_eq!(order.last().map(String::as_str), Some("f"), "{order:?}");
+    }
+    let state = KeyFilter {
+        compliant: Some(true),
+        ..KeyFilter::default()
+    };
+    assert_eq!(
+        sorted_ids(store, &state, KeySort::State, false, 0, 50).await,
+        (ids(&["c", "f", "x"]), 3)
+    );
+}
+
+async fn iam_inventory_change_detection_and_errors(store: &dyn Store) {
+    assert!(store.iam_inventory(ACCOUNT).await.expect("none").is_none());
+    // A failure before any success records the error and no inventory.
+    store
+        .record_iam_error(
+            ACCOUNT,
+            "GetAccountAuthorizationDetails: access denied",
+            t(0),
+        )
+        .await
+        .expect("error");
+    let row = store
+        .iam_inventory(ACCOUNT)
+        .await
+        .expect("row")
+        .expect("some");
+    assert_eq!(row.inventory, None);
+    assert_eq!(row.sha256, None);
+    assert_eq!(row.last_error_at, Some(t(0)));
+    assert!(
+        store
+            .save_iam_inventory(ACCOUNT, "h1", "{\"v\":1}", t(10))
+            .await
+            .expect("save")
+    );
+    let row = store
+        .iam_inventory(ACCOUNT)
+        .await
+        .expect("row")
+        .expect("some");
+    assert_eq!(
+        row,
+        IamInventoryRow {
+            account_id: ACCOUNT.into(),
+            sha256: Some("h1".into()),
+            inventory: Some("{\"v\":1}".into()),
+            fetched_at: Some(t(10)),
+            changed_at: Some(t(10)),
+            last_error: None,
+            last_error_at: None,
+        }
+    );
+    // The same content: only the fetch time moves.
+    assert!(
+        !store
+            .save_iam_inventory(ACCOUNT, "h1", "{\"v\":1}", t(20))
+            .await
+            .expect("same")
+    );
+    // A failure never clears the inventory.
+    store
+        .record_iam_error(ACCOUNT, "throttled", t(30))
+        .await
+        .expect("error");
+    let row = store
+        .iam_inventory(ACCOUNT)
+        .await
+        .expect("row")
+        .expect("some");
+    assert_eq!(
+        (
+            row.inventory.as_deref(),
+            row.fetched_at,
+            row.changed_at,
+            row.last_error.as_deref()
+        ),
+        (
+            Some("{\"v\":1}"),
+            Some(t(20)),
+            Some(t(10)),
+            Some("throttled")
+        )
+    );
+    assert!(
+        store
+            .save_iam_inventory(ACCOUNT, "h2", "{\"v\":2}", t(40))
+            .await
+            .expect("new")
+    );
+    let row = store
+        .iam_inventory(ACCOUNT)
+        .await
+        .expect("row")
+        .expect("some");
+    assert_eq!(
+        (row.inventory.as_deref(), row.changed_at, row.last_error),
+        (Some("{\"v\":2}"), Some(t(40)), None)
+    );
+    assert!(
+        store
+            .iam_inventory(OTHER_ACCOUNT)
+            .await
+            .expect("other")
+            .is_none()
+    );
+}
+
+async fn key_policies_join_current_versions(store: &dyn Store) {
+    seed_inventory(store).await;
+    let texts = |rows: Vec<(KeyRow, String)>| {
+        rows.into_iter()
+            .map(|(k, text)| (k.key.key_id, text))
+            .collect::<Vec<_>>()
+    };
+    let pair = |id: &str, text: &str| (id.to_string(), text.to_string());
+    assert_eq!(
+        texts(store.key_policies(Some(ACCOUNT)).await.expect("mine")),
+        vec![
+            pair("a", "A"),
+            pair("b", "B2"),
+            pair("c", "C"),
+            pair("e", "E"),
+            pair("x", "X")
+        ]
+    );
+    assert_eq!(
+        texts(store.key_policies(None).await.expect("all")).len(),
+        6,
+        "deleted d left out"
+    );
+}
+
+async fn iam_errors_and_impact_round_trip(store: &dyn Store) {
+    let run = store
+        .start_sync_run(ACCOUNT, REGION, t(0))
+        .await
+        .expect("run");
+    store
+        .finish_sync_run(
+            run,
+            &SyncRunFinish {
+                finished_at: t(1),
+                keys_seen: 3,
+                outcome: RegionSyncOutcome::default(),
+                error: None,
+                iam_error: Some("GetAccountAuthorizationDetails: access denied".into()),
+            },
+        )
+        .await
+        .expect("finish");
+    let latest = store.latest_sync_runs().await.expect("latest");
+    assert_eq!(
+        latest[0].status, "succeeded",
+        "an IAM failure does not fail KMS"
+    );
+    assert_eq!(
+        latest[0].iam_error.as_deref(),
+        Some("GetAccountAuthorizationDetails: access denied")
+    );
+    let arn = arn_in(REGION, "k1");
+    let impact = serde_json::json!({"lose": [{"principal": "arn:aws:iam::111122223333:role/app"}]});
+    let mut new = new_remediation(&arn, "alice", None);
+    new.impact = Some(impact.to_string());
+    let (created, _) = store
+        .create_remediation(&new, &audit_at(t(2), "remediation.requested", &arn))
+        .await
+        .expect("create");
+    assert_eq!(created.impact, Some(impact.clone()));
+    let stored = store
+        .get_remediation(created.id)
+        .await
+        .expect("get")
+        .expect("some");
+    assert_eq!(stored.impact, Some(impact.clone()));
+    let events = all_outbox(store).await;
+    let requested = events
+        .iter()
+        .find(|e| e.event == "remediation.requested")
+        .expect("event");
+    assert_eq!(
+        payload(requested)["impact"],
+        impact,
+        "webhooks carry the impact"
+    );
 }

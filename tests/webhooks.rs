@@ -183,6 +183,7 @@ async fn seed(store: &dyn Store, n: usize) {
                 keys_seen: 0,
                 outcome: RegionSyncOutcome::default(),
                 error: Some("AccessDenied".into()),
+                iam_error: None,
             },
         )
         .await

@@ -284,6 +284,7 @@ impl RemediationService {
         );
         let now = self.clock.now();
         let new = NewRemediation {
+            impact: None,
             key_arn: row.key.arn.clone(),
             account_id: row.key.account_id.clone(),
             region: row.key.region.clone(),
@@ -658,6 +659,7 @@ impl RemediationService {
         let after = rule_ids(&base, &original.account_id, &account.trusted_accounts);
         let now = self.clock.now();
         let new = NewRemediation {
+            impact: None,
             key_arn: original.key_arn.clone(),
             account_id: original.account_id.clone(),
             region: original.region.clone(),

@@ -3,8 +3,8 @@
 
 use super::{
     ApplyResult, ApprovalRow, AuditEvent, AuditVerification, DeliveryAttempt, FindingFilter,
-    FindingRow, KeyFilter, NewAuditEvent, NewFinding, RegionSync, RemediationRow, StoreError,
-    StoreResult, WaiverRow, WebhookSubscription, audit_hash, events, remediation_state,
+    FindingRow, KeyFilter, KeySort, NewAuditEvent, NewFinding, RegionSync, RemediationRow,
+    StoreError, StoreResult, WaiverRow, WebhookSubscription, audit_hash, events, remediation_state,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
@@ -364,6 +364,69 @@ impl PagedQuery {
     }
 }
 
+impl PagedQuery {
+    /// Like [`PagedQuery::new`], ordered by `order` and paged by `offset` rather than a cursor:
+    /// the dashboard sorts by columns that are not unique.
+    pub fn sorted(
+        select: &str,
+        count_from: &str,
+        filter: Conditions,
+        order: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Self {
+        let count_sql = format!(
+            "SELECT COUNT(*) AS n FROM {count_from} {}",
+            filter.where_clause()
+        );
+        let count_args = filter.args.clone();
+        let mut page = filter;
+        let limit = page.arg(Arg::Int(i64::from(limit)));
+        let offset = page.arg(Arg::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
+        Self {
+            page_sql: format!(
+                "{select} {} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+                page.where_clause()
+            ),
+            page_args: page.args,
+            count_sql,
+            count_args,
+        }
+    }
+}
+
+/// The ORDER BY of a sorted key list over `keys k`; every order ends with the ARN so pages are
+/// stable, and keys without an alias sort last either way.
+pub(super) fn key_order(sort: KeySort, descending: bool, dialect: Dialect) -> String {
+    let dir = if descending { " DESC" } else { "" };
+    let first_alias = match dialect {
+        Dialect::Sqlite => "json_extract(k.aliases, '$[0]')",
+        Dialect::Postgres => "k.aliases[1]",
+    };
+    let lead = match sort {
+        KeySort::Arn => String::new(),
+        KeySort::Account => format!("k.account_id{dir}, "),
+        KeySort::Region => format!("k.region{dir}, "),
+        KeySort::Alias => {
+            format!("CASE WHEN {first_alias} IS NULL THEN 1 ELSE 0 END, {first_alias}{dir}, ")
+        }
+        KeySort::State => format!("k.key_state{dir}, "),
+        KeySort::Compliance => format!("open_findings{dir}, "),
+    };
+    format!("{lead}k.arn{dir}")
+}
+
+/// Compliance per account·region of the live keys; "now" (for waivers) is the placeholder `$1`.
+pub(super) fn compliance_sql() -> String {
+    format!(
+        "SELECT k.account_id, k.region, COUNT(*) AS keys,              CAST(SUM(CASE WHEN o.n IS NULL THEN 1 ELSE 0 END) AS BIGINT) AS compliant_keys,              CAST(COALESCE(SUM(o.n), 0) AS BIGINT) AS open_findings,              CAST(SUM(CASE WHEN o.d > 0 THEN 1 ELSE 0 END) AS BIGINT) AS delegating_keys          FROM keys k LEFT JOIN (              SELECT f.key_arn, COUNT(*) AS n,                  SUM(CASE WHEN f.rule_id = 'KMS-DELEGATION' THEN 1 ELSE 0 END) AS d              FROM findings f JOIN keys k ON k.arn = f.key_arn              WHERE {} AND k.deleted_at IS NULL GROUP BY f.key_arn) o ON o.key_arn = k.arn          WHERE k.deleted_at IS NULL          GROUP BY k.account_id, k.region ORDER BY k.account_id, k.region",
+        unwaived_open("$1")
+    )
+}
+
+/// The live session with id hash `$1` at "now" `$2`: unexpired, and its token not revoked.
+pub(super) const SESSION_SQL: &str = "SELECT s.actor, s.role, s.token_name, s.csrf_token,         s.created_at, s.expires_at FROM sessions s      WHERE s.id_sha256 = $1 AND s.expires_at > $2 AND (s.token_name IS NULL OR EXISTS         (SELECT 1 FROM api_tokens t WHERE t.name = s.token_name AND t.revoked_at IS NULL))";
+
 /// A LIKE pattern for "contains `q`", ASCII case-folded, with LIKE's wildcards escaped.
 pub(super) fn contains_pattern(q: &str) -> String {
     let mut pattern = String::with_capacity(q.len() + 2);
@@ -610,7 +673,8 @@ impl From<&FindingRow> for FindingEvent {
 /// The remediation columns, in the order both backends select them.
 pub(super) const REMEDIATION_COLUMNS: &str = "id, key_arn, account_id, region, state, requester, \
     ticket, comment, base_policy, base_sha256, proposed_policy, proposed_sha256, diff, resolves, \
-    remaining, created_at, updated_at, expires_at, applied_at, error, rollback_of, idempotency_key";
+    remaining, created_at, updated_at, expires_at, applied_at, error, rollback_of, idempotency_key, \
+    impact";
 
 /// The outbox payload of every `remediation.*` event: what a ticketing webhook needs, not the
 /// policies themselves.
@@ -628,6 +692,8 @@ pub(super) fn remediation_payload(r: &RemediationRow) -> StoreResult<String> {
         "resolves": r.resolves,
         "rollback_of": r.rollback_of,
         "error": r.error,
+        // Approvers and ticketing systems see who would lose access before the change lands.
+        "impact": r.impact,
     }))
 }
 

@@ -6,7 +6,7 @@ mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -155,6 +155,8 @@ pub struct SyncRunFinish {
     pub outcome: RegionSyncOutcome,
     /// `None` when the run succeeded.
     pub error: Option<String>,
+    /// Why the account's IAM inventory could not be read in this pass (the previous one stays).
+    pub iam_error: Option<String>,
 }
 
 /// A sync run of one account·region.
@@ -174,6 +176,8 @@ pub struct SyncRunRow {
     pub findings_resolved: u64,
     pub keys_deleted: u64,
     pub error: Option<String>,
+    /// Why the account's IAM inventory could not be read in this pass.
+    pub iam_error: Option<String>,
 }
 
 /// A stored key with its current policy and compliance.
@@ -313,6 +317,9 @@ pub struct NewRemediation {
     pub expires_at: DateTime<Utc>,
     /// The remediation this one rolls back.
     pub rollback_of: Option<i64>,
+    /// JSON text: who loses, keeps and gains access (`access::AccessImpact`); `None` when the
+    /// account's IAM inventory was not known.
+    pub impact: Option<String>,
     /// A second create with the same key returns the first remediation.
     pub idempotency_key: Option<String>,
 }
@@ -353,6 +360,9 @@ pub struct RemediationRow {
     pub applied_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub rollback_of: Option<i64>,
+    /// Who loses, keeps and gains access (`access::AccessImpact`), when it was computed.
+    #[schema(value_type = Option<Object>)]
+    pub impact: Option<serde_json::Value>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
     /// Distinct approvers, in approval order.
@@ -561,6 +571,84 @@ pub fn audit_hash(
         h.update(part.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// A dashboard sign-in to store; only the SHA-256 of the cookie secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    pub id_sha256: String,
+    /// The token name or proxy user: the actor in audit events.
+    pub actor: String,
+    pub role: String,
+    /// The token signed in with; revoking it ends the session.
+    pub token_name: Option<String>,
+    pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A live dashboard session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub actor: String,
+    pub role: String,
+    pub token_name: Option<String>,
+    pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Compliance of the live keys of one account·region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegionCompliance {
+    pub account_id: String,
+    pub region: String,
+    pub keys: u64,
+    /// Keys without an open (unwaived) finding.
+    pub compliant_keys: u64,
+    pub open_findings: u64,
+    /// Keys with an open KMS-DELEGATION finding.
+    pub delegating_keys: u64,
+}
+
+/// [`RegionCompliance`] as recorded for one day, for the trend chart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DailySnapshot {
+    pub day: NaiveDate,
+    pub account_id: String,
+    pub region: String,
+    pub keys: u64,
+    pub compliant_keys: u64,
+    pub open_findings: u64,
+    pub delegating_keys: u64,
+}
+
+/// Orders of the dashboard's key list; ties are broken by ARN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeySort {
+    #[default]
+    Arn,
+    Account,
+    Region,
+    /// The first alias (keys without one last).
+    Alias,
+    State,
+    /// Open findings, fewest first.
+    Compliance,
+}
+
+/// The stored IAM inventory of an account, and the last failure to read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamInventoryRow {
+    pub account_id: String,
+    /// SHA-256 of `inventory`; `None` when no read has succeeded yet.
+    pub sha256: Option<String>,
+    /// JSON text of `access::IamInventory`.
+    pub inventory: Option<String>,
+    pub fetched_at: Option<DateTime<Utc>>,
+    pub changed_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
 }
 
 /// Filters of the key list; every field narrows, `None` does not.
@@ -848,6 +936,56 @@ pub trait Store: Send + Sync {
     /// `expired`, each with an audit event (actor `keyward`) and a `remediation.failed` outbox
     /// event; returns their ids.
     async fn expire_remediations(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>>;
+
+    /// Stores a dashboard session.
+    async fn create_session(&self, session: &NewSession) -> StoreResult<()>;
+    /// The session with this id hash; `None` when unknown, expired at `now`, or signed in with
+    /// a token that has since been revoked.
+    async fn get_session(
+        &self,
+        id_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SessionRow>>;
+    /// Ends a session (sign-out); unknown ids are ignored.
+    async fn delete_session(&self, id_sha256: &str) -> StoreResult<()>;
+    /// Deletes sessions expired at `now`; returns how many.
+    async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Live compliance per account·region, ordered by account and region.
+    async fn compliance_by_region(&self) -> StoreResult<Vec<RegionCompliance>>;
+    /// Records [`Store::compliance_by_region`] as the snapshot of `day`, replacing that day's.
+    async fn record_daily_snapshot(&self, day: NaiveDate, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Snapshots from `since` on, ordered by day, account and region.
+    async fn daily_snapshots(&self, since: NaiveDate) -> StoreResult<Vec<DailySnapshot>>;
+    /// Like [`Store::query_keys`], in `sort` order, skipping `offset` matches.
+    async fn query_keys_sorted(
+        &self,
+        filter: &KeyFilter,
+        sort: KeySort,
+        descending: bool,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<KeyRow>, u64)>;
+
+    /// Stores a successfully read IAM inventory (JSON text with its SHA-256) and clears the
+    /// last error; returns true when the content changed.
+    async fn save_iam_inventory(
+        &self,
+        account_id: &str,
+        sha256: &str,
+        inventory: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Records a failed IAM read; the stored inventory stays as it was.
+    async fn record_iam_error(
+        &self,
+        account_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn iam_inventory(&self, account_id: &str) -> StoreResult<Option<IamInventoryRow>>;
+    /// Every key's access inputs for the reverse view: live keys with a readable policy.
+    async fn key_policies(&self, account_id: Option<&str>) -> StoreResult<Vec<(KeyRow, String)>>;
 }
 
 /// Opens (creating if missing) the database a URL names and applies migrations. Reads judge

@@ -4,24 +4,25 @@
 
 use super::common::{
     AUDIT_BATCH, Arg, AttemptColumns, ChainCheck, Conditions, DELIVERY_COLUMNS, Dialect,
-    ExistingFinding, FINDING_COLUMNS, FindingEvent, PagedQuery, REMEDIATION_COLUMNS,
+    ExistingFinding, FINDING_COLUMNS, FindingEvent, PagedQuery, REMEDIATION_COLUMNS, SESSION_SQL,
     TOKEN_USE_INTERVAL, Tx, WAIVER_COLUMNS, apply_result, chain_audit, check_approval,
-    check_rejection, count, db_err, expiry_audit, finding_conditions, findings_from, from_json,
-    http_status, key_conditions, listed, migrate_err, new_delivery_id, open_findings_column,
-    plan_findings, remediation_payload, run_status, stamp_due, subscribed, sync_failed_payload,
-    to_i64, to_json, unwaived_open,
+    check_rejection, compliance_sql, count, db_err, expiry_audit, finding_conditions,
+    findings_from, from_json, http_status, key_conditions, key_order, listed, migrate_err,
+    new_delivery_id, open_findings_column, plan_findings, remediation_payload, run_status,
+    stamp_due, subscribed, sync_failed_payload, to_i64, to_json, unwaived_open,
 };
 use super::{
     AccountRow, ApplyResult, ApprovalRow, AuditEvent, AuditVerification, ClaimedDelivery,
-    DeliveryAttempt, DeliveryRow, FindingFilter, FindingRow, KeyFilter, KeyFingerprint, KeyRecord,
-    KeyRow, KeyUpdate, NewAuditEvent, NewRemediation, NewToken, NewWaiver, OutboxEvent,
-    PolicyState, PolicyVersionRow, RegionSync, RegionSyncOutcome, RemediationRow, Store,
-    StoreError, StoreResult, StoreStats, SyncRunFinish, SyncRunRow, TokenRow, WaiverRow,
-    WaiverScope, WebhookSubscription, events, remediation_state,
+    DailySnapshot, DeliveryAttempt, DeliveryRow, FindingFilter, FindingRow, IamInventoryRow,
+    KeyFilter, KeyFingerprint, KeyRecord, KeyRow, KeySort, KeyUpdate, NewAuditEvent,
+    NewRemediation, NewSession, NewToken, NewWaiver, OutboxEvent, PolicyState, PolicyVersionRow,
+    RegionCompliance, RegionSync, RegionSyncOutcome, RemediationRow, SessionRow, Store, StoreError,
+    StoreResult, StoreStats, SyncRunFinish, SyncRunRow, TokenRow, WaiverRow, WaiverScope,
+    WebhookSubscription, events, remediation_state,
 };
 use crate::clock::{Clock, SystemClock};
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -371,7 +372,8 @@ async fn page_and_total<T>(
 }
 
 const RUN_COLUMNS: &str = "id, account_id, region, started_at, finished_at, status, keys_seen, \
-    keys_changed, policy_versions_added, findings_opened, findings_resolved, keys_deleted, error";
+    keys_changed, policy_versions_added, findings_opened, findings_resolved, keys_deleted, error, \
+    iam_error";
 
 fn run_row(row: &SqliteRow) -> StoreResult<SyncRunRow> {
     let n = |column: &str| -> StoreResult<u64> { count(column, get(row, column)?) };
@@ -389,6 +391,7 @@ fn run_row(row: &SqliteRow) -> StoreResult<SyncRunRow> {
         findings_resolved: n("findings_resolved")?,
         keys_deleted: n("keys_deleted")?,
         error: get(row, "error")?,
+        iam_error: get(row, "iam_error")?,
     })
 }
 
@@ -647,6 +650,9 @@ fn remediation_row(row: &SqliteRow, approvals: Vec<ApprovalRow>) -> StoreResult<
         applied_at: get(row, "applied_at")?,
         error: get(row, "error")?,
         rollback_of: get(row, "rollback_of")?,
+        impact: get::<Option<String>>(row, "impact")?
+            .map(|text| from_json("impact", &text))
+            .transpose()?,
         idempotency_key: get(row, "idempotency_key")?,
         approvals,
     })
@@ -725,6 +731,267 @@ async fn transition_in(
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id_sha256, actor, role, token_name, csrf_token, created_at, \
+                 expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&session.id_sha256)
+        .bind(&session.actor)
+        .bind(&session.role)
+        .bind(&session.token_name)
+        .bind(&session.csrf_token)
+        .bind(ts(session.created_at))
+        .bind(ts(session.expires_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_session(
+        &self,
+        id_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SessionRow>> {
+        sqlx::query(SESSION_SQL)
+            .bind(id_sha256)
+            .bind(ts(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .map(|row| {
+                Ok(SessionRow {
+                    actor: get(&row, "actor")?,
+                    role: get(&row, "role")?,
+                    token_name: get(&row, "token_name")?,
+                    csrf_token: get(&row, "csrf_token")?,
+                    created_at: get(&row, "created_at")?,
+                    expires_at: get(&row, "expires_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn delete_session(&self, id_sha256: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_sha256 = $1")
+            .bind(id_sha256)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(ts(now))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn compliance_by_region(&self) -> StoreResult<Vec<RegionCompliance>> {
+        sqlx::query(&compliance_sql())
+            .bind(ts(self.clock.now()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|row| {
+                let n = |column: &str| -> StoreResult<u64> { count(column, get(row, column)?) };
+                Ok(RegionCompliance {
+                    account_id: get(row, "account_id")?,
+                    region: get(row, "region")?,
+                    keys: n("keys")?,
+                    compliant_keys: n("compliant_keys")?,
+                    open_findings: n("open_findings")?,
+                    delegating_keys: n("delegating_keys")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_daily_snapshot(&self, day: NaiveDate, now: DateTime<Utc>) -> StoreResult<()> {
+        let regions = self.compliance_by_region().await?;
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            sqlx::query("DELETE FROM daily_snapshots WHERE day = $1")
+                .bind(day)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            for r in &regions {
+                sqlx::query(
+                    "INSERT INTO daily_snapshots (day, account_id, region, keys, compliant_keys, \
+                         open_findings, delegating_keys, recorded_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(day)
+                .bind(&r.account_id)
+                .bind(&r.region)
+                .bind(to_i64(r.keys))
+                .bind(to_i64(r.compliant_keys))
+                .bind(to_i64(r.open_findings))
+                .bind(to_i64(r.delegating_keys))
+                .bind(ts(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            Ok(())
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn daily_snapshots(&self, since: NaiveDate) -> StoreResult<Vec<DailySnapshot>> {
+        sqlx::query(
+            "SELECT day, account_id, region, keys, compliant_keys, open_findings, \
+                 delegating_keys FROM daily_snapshots WHERE day >= $1 \
+             ORDER BY day, account_id, region",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|row| {
+            let n = |column: &str| -> StoreResult<u64> { count(column, get(row, column)?) };
+            Ok(DailySnapshot {
+                day: get(row, "day")?,
+                account_id: get(row, "account_id")?,
+                region: get(row, "region")?,
+                keys: n("keys")?,
+                compliant_keys: n("compliant_keys")?,
+                open_findings: n("open_findings")?,
+                delegating_keys: n("delegating_keys")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn query_keys_sorted(
+        &self,
+        filter: &KeyFilter,
+        sort: KeySort,
+        descending: bool,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<KeyRow>, u64)> {
+        // key_conditions binds "now" first: $1.
+        let query = PagedQuery::sorted(
+            &format!("SELECT {} FROM keys k", key_columns("$1")),
+            "keys k",
+            key_conditions(filter, Dialect::Sqlite, self.clock.now()),
+            &key_order(sort, descending, Dialect::Sqlite),
+            offset,
+            limit,
+        );
+        page_and_total(&self.pool, &query, key_row).await
+    }
+
+    async fn save_iam_inventory(
+        &self,
+        account_id: &str,
+        sha256: &str,
+        inventory: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let previous: Option<Option<String>> =
+                sqlx::query_scalar("SELECT sha256 FROM iam_inventories WHERE account_id = $1")
+                    .bind(account_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            let changed = previous.flatten().as_deref() != Some(sha256);
+            sqlx::query(
+                "INSERT INTO iam_inventories (account_id, sha256, inventory, fetched_at, \
+                     changed_at) VALUES ($1, $2, $3, $4, $4) \
+                 ON CONFLICT (account_id) DO UPDATE SET fetched_at = excluded.fetched_at, \
+                     last_error = NULL, last_error_at = NULL, \
+                     sha256 = CASE WHEN $5 THEN excluded.sha256 ELSE iam_inventories.sha256 END, \
+                     inventory = CASE WHEN $5 THEN excluded.inventory \
+                         ELSE iam_inventories.inventory END, \
+                     changed_at = CASE WHEN $5 THEN excluded.changed_at \
+                         ELSE iam_inventories.changed_at END",
+            )
+            .bind(account_id)
+            .bind(sha256)
+            .bind(inventory)
+            .bind(ts(now))
+            .bind(changed)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok(changed)
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    async fn record_iam_error(
+        &self,
+        account_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO iam_inventories (account_id, last_error, last_error_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (account_id) DO UPDATE \
+             SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+        )
+        .bind(account_id)
+        .bind(error)
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn iam_inventory(&self, account_id: &str) -> StoreResult<Option<IamInventoryRow>> {
+        sqlx::query(
+            "SELECT account_id, sha256, inventory, fetched_at, changed_at, last_error, \
+                 last_error_at FROM iam_inventories WHERE account_id = $1",
+        )
+        .bind(account_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .map(|row| {
+            Ok(IamInventoryRow {
+                account_id: get(&row, "account_id")?,
+                sha256: get(&row, "sha256")?,
+                inventory: get(&row, "inventory")?,
+                fetched_at: get(&row, "fetched_at")?,
+                changed_at: get(&row, "changed_at")?,
+                last_error: get(&row, "last_error")?,
+                last_error_at: get(&row, "last_error_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn key_policies(&self, account_id: Option<&str>) -> StoreResult<Vec<(KeyRow, String)>> {
+        sqlx::query(&format!(
+            "SELECT {}, p.text AS policy_text FROM keys k \
+             JOIN policy_versions p ON p.key_arn = k.arn AND p.sha256 = k.policy_sha256 \
+             WHERE k.deleted_at IS NULL AND ($2 IS NULL OR k.account_id = $2) ORDER BY k.arn",
+            key_columns("$1")
+        ))
+        .bind(ts(self.clock.now()))
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|row| Ok((key_row(row)?, get(row, "policy_text")?)))
+        .collect()
+    }
+
     async fn migrate(&self) -> StoreResult<()> {
         MIGRATOR.run(&self.pool).await.map_err(migrate_err)
     }
@@ -834,7 +1101,7 @@ impl Store for SqliteStore {
             let row = sqlx::query(
                 "UPDATE sync_runs SET finished_at = $2, status = $3, keys_seen = $4, \
                  keys_changed = $5, policy_versions_added = $6, findings_opened = $7, \
-                 findings_resolved = $8, keys_deleted = $9, error = $10 \
+                 findings_resolved = $8, keys_deleted = $9, error = $10, iam_error = $11 \
              WHERE id = $1 RETURNING account_id, region, started_at",
             )
             .bind(id)
@@ -847,6 +1114,7 @@ impl Store for SqliteStore {
             .bind(to_i64(finish.outcome.findings_resolved))
             .bind(to_i64(finish.outcome.keys_deleted))
             .bind(&finish.error)
+            .bind(&finish.iam_error)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?
@@ -1700,9 +1968,9 @@ impl Store for SqliteStore {
                 "INSERT INTO remediations (key_arn, account_id, region, state, requester, ticket, \
                      comment, base_policy, base_sha256, proposed_policy, proposed_sha256, diff, \
                      resolves, remaining, created_at, updated_at, expires_at, rollback_of, \
-                     idempotency_key) \
+                     idempotency_key, impact) \
                  VALUES ($1, $2, $3, 'pending_approval', $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                     $13, $14, $14, $15, $16, $17) RETURNING id",
+                     $13, $14, $14, $15, $16, $17, $18) RETURNING id",
             )
             .bind(&r.key_arn)
             .bind(&r.account_id)
@@ -1721,6 +1989,7 @@ impl Store for SqliteStore {
             .bind(ts(r.expires_at))
             .bind(r.rollback_of)
             .bind(&r.idempotency_key)
+            .bind(&r.impact)
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err)?;

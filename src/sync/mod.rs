@@ -303,6 +303,7 @@ impl SyncService {
             keys_seen: report.keys_seen,
             outcome: report.outcome.clone(),
             error: report.error.clone(),
+            iam_error: None,
         };
         if let Err(e) = self.store.finish_sync_run(run_id, &finish).await {
             tracing::error!(error = %e, run_id, "could not close the sync run");
