@@ -267,8 +267,10 @@ fn write_json(out: &mut dyn Write, doc: &impl Serialize) -> Result<(), CliError>
 
 /// One aligned line per finding: severity, rule id, statement, message.
 fn write_finding_lines(out: &mut dyn Write, findings: &[Finding]) -> Result<(), CliError> {
+    // `check` reads key policies only, so the account-level IAM rule never appears here.
     let id_width = RuleId::ALL
         .iter()
+        .filter(|id| **id != RuleId::IamDecryptAllKeys)
         .map(|id| id.as_str().len())
         .max()
         .unwrap_or(0);

@@ -20,7 +20,7 @@ const OVERVIEW: &str =
     "https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-overview.html";
 const EXTERNAL: &str = "https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-modifying-external-accounts.html";
 
-static CATALOGUE: [RuleInfo; 13] = [
+static CATALOGUE: [RuleInfo; 14] = [
     RuleInfo {
         id: RuleId::Delegation,
         severity: Severity::High,
@@ -143,6 +143,18 @@ static CATALOGUE: [RuleInfo; 13] = [
             "AWS Security Hub KMS.3",
         ],
     },
+    RuleInfo {
+        id: RuleId::IamDecryptAllKeys,
+        severity: Severity::Medium,
+        title: "An IAM policy allows decryption with every KMS key",
+        rationale: "An identity policy allows kms:Decrypt or kms:ReEncryptFrom on Resource \"*\": every key whose policy delegates to IAM can be used by the users and roles it is attached to.",
+        remediation: "Limit the statement's Resource to the key ARNs those identities need, and remove the IAM delegation from key policies that should not be reachable this way.",
+        references: &[
+            "https://docs.aws.amazon.com/kms/latest/developerguide/iam-policies-best-practices.html",
+            "AWS Security Hub KMS.1",
+            "AWS Security Hub KMS.2",
+        ],
+    },
 ];
 
 /// The catalogue entry of a rule.
@@ -189,6 +201,7 @@ mod tests {
             (Unreadable, Severity::High),
             (RotationDisabled, Severity::Low),
             (PendingDeletion, Severity::Info),
+            (IamDecryptAllKeys, Severity::Medium),
         ];
         for (id, sev) in want {
             assert_eq!(id.severity(), sev, "{id}");

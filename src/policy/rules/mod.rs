@@ -78,11 +78,14 @@ pub enum RuleId {
     Unreadable,
     RotationDisabled,
     PendingDeletion,
+    /// Account-level: an identity policy lets its holders decrypt with every key (found by the
+    /// access evaluation from the IAM inventory, never by the key-policy rules).
+    IamDecryptAllKeys,
 }
 
 impl RuleId {
     /// Every rule, in catalogue order.
-    pub const ALL: [RuleId; 13] = [
+    pub const ALL: [RuleId; 14] = [
         RuleId::Delegation,
         RuleId::Public,
         RuleId::CrossAccount,
@@ -96,6 +99,7 @@ impl RuleId {
         RuleId::Unreadable,
         RuleId::RotationDisabled,
         RuleId::PendingDeletion,
+        RuleId::IamDecryptAllKeys,
     ];
 
     /// The public id, e.g. `KMS-DELEGATION`.
@@ -114,6 +118,7 @@ impl RuleId {
             Self::Unreadable => "KMS-UNREADABLE",
             Self::RotationDisabled => "KMS-ROTATION-DISABLED",
             Self::PendingDeletion => "KMS-PENDING-DELETION",
+            Self::IamDecryptAllKeys => "IAM-KMS-DECRYPT-ALL-KEYS",
         }
     }
 
