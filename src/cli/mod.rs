@@ -101,6 +101,10 @@ pub enum RemediationCommand {
         id: i64,
         #[arg(long)]
         comment: Option<String>,
+        /// Confirm that the principals the fix takes cryptographic access from (see `show`)
+        /// no longer need the key.
+        #[arg(long)]
+        acknowledge_access_loss: bool,
     },
     /// Reject, with a required comment.
     Reject {

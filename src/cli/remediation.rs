@@ -106,9 +106,13 @@ pub fn run(args: &RemediationArgs, out: &mut dyn Write) -> Result<Exit, CliError
                     .map_err(cli_error)?;
                 show(out, &row)?;
             }
-            RemediationCommand::Approve { id, comment } => {
+            RemediationCommand::Approve {
+                id,
+                comment,
+                acknowledge_access_loss,
+            } => {
                 let row = service
-                    .approve(*id, &who, comment.clone())
+                    .approve(*id, &who, comment.clone(), *acknowledge_access_loss)
                     .await
                     .map_err(cli_error)?;
                 show(out, &row)?;
@@ -148,6 +152,28 @@ fn show(out: &mut dyn Write, r: &RemediationRow) -> Result<(), CliError> {
     writeln!(out, "resolves:   {}", r.resolves.join(", "))?;
     writeln!(out, "remaining:  {}", r.remaining.join(", "))?;
     writeln!(out, "expires:    {}", r.expires_at.to_rfc3339())?;
+    match &r.impact {
+        None => writeln!(out, "impact:     unknown (no IAM inventory for the account yet)")?,
+        Some(impact) => {
+            for (label, side) in [("loses:     ", "lose"), ("gains:     ", "gain")] {
+                for change in impact[side].as_array().into_iter().flatten() {
+                    let actions: Vec<&str> = change["actions"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|groups| groups.values())
+                        .flat_map(|a| a.as_array().into_iter().flatten())
+                        .filter_map(|a| a.as_str())
+                        .collect();
+                    writeln!(
+                        out,
+                        "{label} {} ({})",
+                        change["principal"].as_str().unwrap_or("?"),
+                        actions.join(", ")
+                    )?;
+                }
+            }
+        }
+    }
     if let Some(e) = &r.error {
         writeln!(out, "error:      {e}")?;
     }

@@ -150,6 +150,20 @@ fn rule_ids(policy: &Policy, account: &str, trusted: &[String]) -> BTreeSet<Stri
     .collect()
 }
 
+/// Principals the stored impact says would lose a cryptographic action.
+fn losing_cryptographic_access(r: &RemediationRow) -> Vec<String> {
+    r.impact
+        .as_ref()
+        .and_then(|i| i.get("loses_cryptographic"))
+        .and_then(|l| l.as_array())
+        .map(|l| {
+            l.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// SHA-256 (lower-case hex) of a policy text, as the sync stores it.
 fn sha256_hex(text: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -343,17 +357,28 @@ impl RemediationService {
             .ok_or_else(|| RemediationError::NotFound(format!("remediation {id} does not exist")))
     }
 
-    /// Approves; the requester never may.
+    /// Approves; the requester never may. When the fix takes cryptographic access away from
+    /// principals, the approver must acknowledge that (`acknowledge_access_loss`).
     pub async fn approve(
         &self,
         id: i64,
         approver: &str,
         comment: Option<String>,
+        acknowledge_access_loss: bool,
     ) -> RemediationResult<RemediationRow> {
         let current = self.get(id).await?;
         if current.requester == approver {
             return Err(RemediationError::Forbidden(format!(
                 "{approver} requested remediation {id}; the requester can never approve it"
+            )));
+        }
+        let losing = losing_cryptographic_access(&current);
+        if !losing.is_empty() && !acknowledge_access_loss {
+            return Err(RemediationError::Refused(format!(
+                "applying remediation {id} removes cryptographic access to {} from {}; check \
+                 that they no longer need the key, then approve with acknowledge_access_loss",
+                current.key_arn,
+                losing.join(", ")
             )));
         }
         let now = self.clock.now();
@@ -373,7 +398,11 @@ impl RemediationService {
                     approver,
                     "remediation.approved",
                     &current.key_arn,
-                    serde_json::json!({"remediation": id, "comment": approval.comment}),
+                    serde_json::json!({
+                        "remediation": id,
+                        "comment": approval.comment,
+                        "acknowledged_access_loss": (!losing.is_empty()).then_some(&losing),
+                    }),
                 ),
             )
             .await?;

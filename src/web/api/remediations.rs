@@ -44,6 +44,10 @@ pub struct DecisionRequest {
     /// Rollback only: a ticketing reference (defaults to the original's).
     #[serde(default)]
     pub ticket: Option<String>,
+    /// Approve only: required when the fix removes cryptographic access from principals (the
+    /// remediation's `impact.loses_cryptographic`); otherwise the approval is refused with 422.
+    #[serde(default)]
+    pub acknowledge_access_loss: bool,
 }
 
 impl From<RemediationError> for ApiError {
@@ -187,12 +191,14 @@ pub async fn get_remediation(
     Ok(ApiJson(row))
 }
 
-/// Approves a pending remediation. Approver role; the requester can never approve (403).
+/// Approves a pending remediation. Approver role; the requester can never approve (403). When
+/// the fix removes cryptographic access from principals, `acknowledge_access_loss` must be true,
+/// else 422 lists who would lose access.
 #[utoipa::path(post, path = "/api/v1/remediations/{id}/approve", tag = "remediations",
     params(("id" = i64, Path, description = "Remediation id")),
     request_body(content = DecisionRequest, description = "optional"),
     responses((status = 200, body = RemediationRow), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem)))]
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
@@ -204,7 +210,9 @@ pub async fn approve(
     let id = remediation_id(&id)?;
     let comment = text("comment", request.comment)?;
     Ok(ApiJson(
-        service(&state)?.approve(id, &caller.name, comment).await?,
+        service(&state)?
+            .approve(id, &caller.name, comment, request.acknowledge_access_loss)
+            .await?,
     ))
 }
 
