@@ -28,6 +28,12 @@ struct RegionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountLabels {
+    account: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ComplianceLabels {
     compliant: String,
 }
@@ -44,6 +50,7 @@ pub struct Metrics {
     aws_calls: Family<OperationLabels, Counter>,
     aws_errors: Family<ErrorLabels, Counter>,
     sync_duration: Family<RegionLabels, Histogram>,
+    iam_reads: Family<AccountLabels, Counter>,
     keys: Family<ComplianceLabels, Gauge>,
     findings: Family<RuleLabels, Gauge>,
 }
@@ -63,6 +70,7 @@ impl Metrics {
         let sync_duration = Family::<RegionLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0])
         });
+        let iam_reads = Family::<AccountLabels, Counter>::default();
         let keys = Family::<ComplianceLabels, Gauge>::default();
         let findings = Family::<RuleLabels, Gauge>::default();
         registry.register("aws_calls", "AWS API calls by operation", aws_calls.clone());
@@ -76,6 +84,11 @@ impl Metrics {
             "Duration of one account·region sync pass",
             sync_duration.clone(),
         );
+        registry.register(
+            "iam_inventory_reads",
+            "IAM inventory reads (GetAccountAuthorizationDetails) by account and outcome",
+            iam_reads.clone(),
+        );
         registry.register("keys", "Live keys by compliance", keys.clone());
         registry.register(
             "open_findings",
@@ -87,6 +100,7 @@ impl Metrics {
             aws_calls,
             aws_errors,
             sync_duration,
+            iam_reads,
             keys,
             findings,
         }
@@ -120,6 +134,16 @@ impl Metrics {
                 outcome: if ok { "succeeded" } else { "failed" }.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// Counts one IAM inventory read of an account.
+    pub fn observe_iam_read(&self, account: &str, ok: bool) {
+        self.iam_reads
+            .get_or_create(&AccountLabels {
+                account: account.to_string(),
+                outcome: if ok { "succeeded" } else { "failed" }.to_string(),
+            })
+            .inc();
     }
 
     /// Replaces the compliance gauges with the store's current counts.
