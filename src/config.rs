@@ -145,18 +145,52 @@ impl Default for RemediationConfig {
     }
 }
 
-/// Who may see what; the API issue adds tokens.
+/// Who may see what: the API's tokens, and how the dashboard signs people in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Serve `/metrics` without a token.
     pub metrics_public: bool,
+    /// How long a dashboard sign-in lasts (humantime: `12h`).
+    #[serde(serialize_with = "ser_duration", deserialize_with = "de_duration")]
+    pub session_ttl: Duration,
+    /// When the session cookie carries `Secure`: `auto` (when the request came over HTTPS, as a
+    /// trusted proxy reports it), `always` or `never`.
+    pub secure_cookies: SecureCookies,
+    /// Keyward sits behind a reverse proxy that sets `X-Forwarded-Proto` and `X-Forwarded-Host`
+    /// (and strips them from clients): only then are those headers believed.
+    pub trusted_proxy: bool,
+    /// A header a trusted reverse proxy (oauth2-proxy, say) sets to the signed-in user, e.g.
+    /// `X-Forwarded-User`. Only honoured when set; Keyward must then be reachable only through
+    /// that proxy, which must strip the header from clients.
+    pub proxy_header: Option<String>,
+    /// Dashboard role of each proxy user: `alice = "approver"`.
+    pub proxy_roles: std::collections::BTreeMap<String, String>,
+    /// Role of proxy users not in `proxy_roles`; none (the default) refuses them.
+    pub default_role: Option<String>,
+}
+
+/// When session cookies are marked `Secure`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureCookies {
+    /// When the request came over HTTPS (`X-Forwarded-Proto: https` from a trusted proxy).
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             metrics_public: true,
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: SecureCookies::Auto,
+            trusted_proxy: false,
+            proxy_header: None,
+            proxy_roles: std::collections::BTreeMap::new(),
+            default_role: None,
         }
     }
 }
@@ -289,6 +323,35 @@ impl Config {
         }
         if self.remediation.expires_after < Duration::from_secs(60) {
             return Err(invalid("remediation.expires_after", "must be at least 1m"));
+        }
+        if self.auth.session_ttl < Duration::from_secs(60)
+            || self.auth.session_ttl > Duration::from_secs(31 * 24 * 3600)
+        {
+            return Err(invalid("auth.session_ttl", "must be between 1m and 31d"));
+        }
+        if let Some(h) = &self.auth.proxy_header
+            && axum::http::HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            return Err(invalid(
+                "auth.proxy_header",
+                format!("{h:?} is not a header name"),
+            ));
+        }
+        for (user, role) in &self.auth.proxy_roles {
+            if role.parse::<crate::web::auth::Role>().is_err() {
+                return Err(invalid(
+                    format!("auth.proxy_roles.{user}"),
+                    format!("{role:?} is not viewer, operator, approver or admin"),
+                ));
+            }
+        }
+        if let Some(role) = &self.auth.default_role
+            && role.parse::<crate::web::auth::Role>().is_err()
+        {
+            return Err(invalid(
+                "auth.default_role",
+                format!("{role:?} is not viewer, operator, approver or admin"),
+            ));
         }
         if let Some(url) = &self.aws.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -591,6 +654,31 @@ events = ["finding.opened", "finding.resolved", "sync.failed"]
         assert!(err.contains("remediation.auto_apply"), "{err}");
         let ok = load("[remediation]\nmode = \"apply\"\nauto_apply = true\n", &[]).unwrap();
         assert!(ok.remediation.auto_apply);
+    }
+
+    #[test]
+    fn dashboard_auth_settings_load_and_are_checked() {
+        let c = load(
+            "[auth]\nsession_ttl = \"2h\"\nsecure_cookies = \"always\"\nproxy_header = \"X-Forwarded-User\"\ndefault_role = \"viewer\"\n[auth.proxy_roles]\nalice = \"approver\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.auth.session_ttl, Duration::from_secs(7200));
+        assert_eq!(c.auth.secure_cookies, SecureCookies::Always);
+        assert_eq!(c.auth.proxy_roles["alice"], "approver");
+        assert_eq!(
+            Config::default().auth.session_ttl,
+            Duration::from_secs(12 * 3600)
+        );
+        for (toml, key) in [
+            ("[auth]\nsession_ttl = \"1s\"", "auth.session_ttl"),
+            ("[auth.proxy_roles]\nbob = \"root\"", "auth.proxy_roles.bob"),
+            ("[auth]\ndefault_role = \"god\"", "auth.default_role"),
+            ("[auth]\nproxy_header = \"X User\"", "auth.proxy_header"),
+        ] {
+            let err = load(toml, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
     }
 
     #[test]

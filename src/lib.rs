@@ -6,6 +6,7 @@ pub mod aws;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod effective_access;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

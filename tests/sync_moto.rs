@@ -530,3 +530,134 @@ async fn aws_managed_keys(store: Arc<dyn Store>) {
     assert_eq!(row(&pending.arn).key.key_state, "PendingDeletion");
     assert!(row(&pending.arn).key.deletion_date.is_some());
 }
+
+on_both_databases!(
+    iam_inventory_feeds_decrypt_all_keys_findings,
+    iam_inventory_and_findings
+);
+
+const DECRYPT_EVERYTHING: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"ReadAll","Effect":"Allow","Action":["kms:Decrypt","kms:DescribeKey"],"Resource":"*"}]}"#;
+
+/// The open findings about IAM reaching the key.
+async fn delegation_rules(store: &dyn Store, arn: &str) -> Vec<String> {
+    let mut rules = open_rules(store, arn).await;
+    rules.retain(|r| r == "KMS-DELEGATION" || r.starts_with("IAM-"));
+    rules
+}
+
+async fn iam_inventory_and_findings(store: Arc<dyn Store>) {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let iam = moto.iam_client_for(&account).await;
+    iam.create_role()
+        .role_name("app")
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    iam.put_role_policy()
+        .role_name("app")
+        .policy_name("read-all")
+        .policy_document(DECRYPT_EVERYTHING)
+        .send()
+        .await
+        .unwrap();
+    let delegating = seed_key(&kms, &default_policy(&account), "delegating").await;
+    let pinned = seed_key(&kms, &fixed_policy(&account), "pinned").await;
+    let h = harness(store.clone());
+    let targets = [target(&account, &["us-east-1"])];
+    let reports = pass(&h, &targets).await;
+    assert!(reports.iter().all(|r| !r.failed()), "{reports:?}");
+
+    let stored = store
+        .iam_inventory(&account)
+        .await
+        .unwrap()
+        .expect("stored");
+    let inventory: keyward::access::IamInventory =
+        serde_json::from_str(stored.inventory.as_deref().expect("inventory")).unwrap();
+    assert_eq!(
+        inventory
+            .roles
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["app"]
+    );
+    assert_eq!(stored.last_error, None);
+    // Only the key that delegates to IAM is reachable through the identity policy.
+    assert_eq!(
+        delegation_rules(store.as_ref(), &delegating.arn).await,
+        vec!["IAM-KMS-DECRYPT-ALL-KEYS", "KMS-DELEGATION"]
+    );
+    assert!(
+        delegation_rules(store.as_ref(), &pinned.arn)
+            .await
+            .is_empty()
+    );
+    let finding = store
+        .list_findings(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.rule_id == "IAM-KMS-DECRYPT-ALL-KEYS")
+        .expect("finding");
+    assert_eq!(finding.locator, "iam:inline:app/read-all#0");
+    assert_eq!(finding.severity, "medium");
+    assert!(
+        finding.message.contains("kms:Decrypt"),
+        "{}",
+        finding.message
+    );
+    let today = chrono::Utc::now().date_naive();
+    let snapshots = store.daily_snapshots(today).await.unwrap();
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert_eq!((snapshots[0].keys, snapshots[0].delegating_keys), (2, 1));
+
+    // An IAM read failure is recorded on the run and keeps the previous inventory and findings.
+    h.faults.lock().unwrap().denied_iam.insert(account.clone());
+    let reports = pass(&h, &targets).await;
+    assert!(
+        reports.iter().all(|r| !r.failed()),
+        "KMS still synced: {reports:?}"
+    );
+    let run = store
+        .latest_sync_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.account_id == account)
+        .expect("run");
+    assert_eq!(run.status, "succeeded");
+    let iam_error = run.iam_error.expect("IAM error recorded on the run");
+    assert!(iam_error.contains("access denied"), "{iam_error}");
+    let kept = store.iam_inventory(&account).await.unwrap().expect("kept");
+    assert_eq!(kept.sha256, stored.sha256);
+    assert!(kept.last_error.is_some());
+    assert_eq!(
+        delegation_rules(store.as_ref(), &delegating.arn).await,
+        vec!["IAM-KMS-DECRYPT-ALL-KEYS", "KMS-DELEGATION"]
+    );
+
+    // The policy narrowed to one key: the finding resolves without any key policy change.
+    h.faults.lock().unwrap().denied_iam.clear();
+    iam.put_role_policy()
+        .role_name("app")
+        .policy_name("read-all")
+        .policy_document(format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"kms:Decrypt","Resource":"{}"}}]}}"#,
+            delegating.arn
+        ))
+        .send()
+        .await
+        .unwrap();
+    pass(&h, &targets).await;
+    assert_eq!(
+        delegation_rules(store.as_ref(), &delegating.arn).await,
+        vec!["KMS-DELEGATION"]
+    );
+    let fresh = store.iam_inventory(&account).await.unwrap().expect("fresh");
+    assert_ne!(fresh.sha256, stored.sha256);
+    assert_eq!(fresh.last_error, None);
+}

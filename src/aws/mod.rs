@@ -1,12 +1,15 @@
-//! The edge to AWS KMS: narrow traits the rest of Keyward uses, and their aws-sdk-kms
+//! The edge to AWS KMS and IAM: narrow traits the rest of Keyward uses, and their aws-sdk-*
 //! implementation (assume-role per account, retries with backoff). Nothing else in the crate
 //! imports aws-sdk-*.
 
+mod iam;
 mod sdk;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
+
+use crate::access::IamInventory;
 
 pub use sdk::SdkConnector;
 
@@ -117,6 +120,15 @@ pub trait KmsWriter: Send + Sync {
     async fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<(), AwsError>;
 }
 
+/// Reading IAM in one account. IAM is global, so there is one source per account, not per
+/// region. Every call retries throttling and 5xx itself.
+#[async_trait]
+pub trait IamSource: Send + Sync {
+    /// The account's users, groups, roles and the managed policies attached to them
+    /// (GetAccountAuthorizationDetails, all pages), documents decoded, sorted by ARN.
+    async fn authorization_details(&self) -> Result<IamInventory, AwsError>;
+}
+
 /// How to reach one account.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccountAccess {
@@ -136,6 +148,8 @@ pub trait KmsConnector: Send + Sync {
         access: &AccountAccess,
         region: &str,
     ) -> Result<Arc<dyn KmsSource>, AwsError>;
+    /// An IAM reader for one account, with the same credentials as its KMS readers.
+    async fn iam(&self, access: &AccountAccess) -> Result<Arc<dyn IamSource>, AwsError>;
     /// The ARN the credentials of `access` act as (STS GetCallerIdentity).
     async fn caller_arn(&self, access: &AccountAccess, region: &str) -> Result<String, AwsError>;
     /// The account and region of the default credentials, for a configuration without accounts.

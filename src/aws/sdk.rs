@@ -1,5 +1,6 @@
 //! The aws-sdk-kms implementation of the KMS traits: one shared AWS configuration, assume-role per
-//! account, one verified client per account·region, retries and timeouts from the SDK.
+//! account, one verified client per account·region (and one IAM client per account), retries and
+//! timeouts from the SDK.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,8 +19,10 @@ use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
+use super::iam::SdkIam;
 use super::{
-    AccountAccess, Alias, AwsError, Grant, KeyMetadata, KeyRef, KmsConnector, KmsSource, KmsWriter,
+    AccountAccess, Alias, AwsError, Grant, IamSource, KeyMetadata, KeyRef, KmsConnector, KmsSource,
+    KmsWriter,
 };
 use crate::metrics::Metrics;
 
@@ -63,6 +66,8 @@ pub struct SdkConnector {
     /// Per account: its configuration with credentials, once they proved to reach the account.
     accounts: Mutex<HashMap<AccessKey, Arc<OnceCell<SdkConfig>>>>,
     clients: Mutex<HashMap<(AccessKey, String), aws_sdk_kms::Client>>,
+    /// IAM is global: one client per account, not per region.
+    iam_clients: Mutex<HashMap<AccessKey, aws_sdk_iam::Client>>,
 }
 
 impl SdkConnector {
@@ -74,6 +79,7 @@ impl SdkConnector {
             base: OnceCell::new(),
             accounts: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            iam_clients: Mutex::new(HashMap::new()),
         }
     }
 
@@ -104,6 +110,26 @@ impl SdkConnector {
         metrics: Arc<Metrics>,
     ) -> Arc<dyn KmsWriter> {
         Arc::new(SdkKms::from_client(client, metrics))
+    }
+
+    /// An IAM reader over a client built elsewhere (tests), with Keyward's retry and timeout
+    /// policy; `account_id` names the account in the inventory.
+    pub fn iam_from_client(
+        client: aws_sdk_iam::Client,
+        account_id: &str,
+        metrics: Arc<Metrics>,
+    ) -> Arc<dyn IamSource> {
+        let config = client
+            .config()
+            .to_builder()
+            .retry_config(retry_config())
+            .timeout_config(timeout_config())
+            .build();
+        Arc::new(SdkIam::new(
+            aws_sdk_iam::Client::from_conf(config),
+            account_id.to_string(),
+            metrics,
+        ))
     }
 
     /// The shared configuration: environment, profile, endpoint override, retries and timeouts.
@@ -234,6 +260,32 @@ impl SdkConnector {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(clients.entry(key).or_insert(client).clone())
     }
+
+    /// The cached IAM client for one account: the account's verified configuration (same
+    /// credentials and identity cache, retries, timeouts and endpoint override as KMS).
+    ///
+    /// The region stays the configuration's own: IAM has one endpoint per partition, and the
+    /// SDK's endpoint rules resolve any region of a partition to it (`iam.amazonaws.com`,
+    /// `iam.cn-north-1.amazonaws.com.cn`, `iam.us-gov.amazonaws.com`) with the right signing
+    /// region. An `endpoint_url` (an emulator) replaces it, as it does for KMS.
+    async fn iam_client(&self, access: &AccountAccess) -> Result<aws_sdk_iam::Client, AwsError> {
+        let key = access_key(access);
+        if let Some(client) = self
+            .iam_clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(client.clone());
+        }
+        let config = self.account(access).await?;
+        let client = aws_sdk_iam::Client::new(&config);
+        let mut clients = self
+            .iam_clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(clients.entry(key).or_insert(client).clone())
+    }
 }
 
 #[async_trait]
@@ -248,6 +300,15 @@ impl KmsConnector for SdkConnector {
             client,
             metrics: self.metrics.clone(),
         }))
+    }
+
+    async fn iam(&self, access: &AccountAccess) -> Result<Arc<dyn IamSource>, AwsError> {
+        let client = self.iam_client(access).await?;
+        Ok(Arc::new(SdkIam::new(
+            client,
+            access.account_id.clone(),
+            self.metrics.clone(),
+        )))
     }
 
     async fn caller_arn(&self, access: &AccountAccess, region: &str) -> Result<String, AwsError> {
@@ -325,7 +386,7 @@ impl SdkKms {
 ///
 /// A listing that claims more pages but gives no new marker is an error rather than a short
 /// list: the sync marks keys missing from a *complete* listing as deleted.
-fn next_page(
+pub(super) fn next_page(
     metrics: &Metrics,
     operation: &'static str,
     truncated: bool,
@@ -340,7 +401,7 @@ fn next_page(
         _ => Err(incomplete(
             metrics,
             operation,
-            "Truncated without a new NextMarker; the listing would be incomplete",
+            "Truncated without a new marker; the listing would be incomplete",
         )),
     }
 }
@@ -580,7 +641,7 @@ impl KmsWriter for SdkKms {
 }
 
 /// Sends one request (the SDK retries inside), counting it and classifying its failure.
-async fn call<T, E>(
+pub(super) async fn call<T, E>(
     metrics: &Metrics,
     operation: &'static str,
     request: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
@@ -628,7 +689,10 @@ where
             AwsError::AccessDenied { operation, message },
             "access_denied",
         ),
-        Some("NotFoundException") => (AwsError::NotFound { operation, message }, "not_found"),
+        // NoSuchEntity is IAM's spelling.
+        Some("NotFoundException" | "NoSuchEntity") => {
+            (AwsError::NotFound { operation, message }, "not_found")
+        }
         Some(code) => {
             let kind = if is_throttling(code) {
                 "throttled"
@@ -668,7 +732,7 @@ fn is_throttling(code: &str) -> bool {
 }
 
 /// An answer that lacks a field Keyward cannot do without.
-fn incomplete(metrics: &Metrics, operation: &'static str, message: &str) -> AwsError {
+pub(super) fn incomplete(metrics: &Metrics, operation: &'static str, message: &str) -> AwsError {
     metrics.aws_error(operation, "incomplete");
     AwsError::Service {
         operation,

@@ -153,7 +153,10 @@ fn show(out: &mut dyn Write, r: &RemediationRow) -> Result<(), CliError> {
     writeln!(out, "remaining:  {}", r.remaining.join(", "))?;
     writeln!(out, "expires:    {}", r.expires_at.to_rfc3339())?;
     match &r.impact {
-        None => writeln!(out, "impact:     unknown (no IAM inventory for the account yet)")?,
+        None => writeln!(
+            out,
+            "impact:     unknown (no IAM inventory for the account yet)"
+        )?,
         Some(impact) => {
             for (label, side) in [("loses:     ", "lose"), ("gains:     ", "gain")] {
                 for change in impact[side].as_array().into_iter().flatten() {

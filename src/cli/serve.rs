@@ -9,7 +9,8 @@ use crate::metrics::Metrics;
 use crate::notify::{DeliverySettings, Notifier, Webhook};
 use crate::remediation::{RemediationService, SyncAfterApply};
 use crate::sync::run_scheduler;
-use crate::web::{AppState, SyncTrigger, build_app, serve};
+use crate::web::dashboard::DashboardSettings;
+use crate::web::{AppState, SyncTrigger, build_app_with, serve};
 
 /// Runs `keyward serve` until SIGINT/SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
@@ -72,14 +73,17 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
         }
         let expiry = tokio::spawn(expire_remediations(remediation.clone(), rx.clone()));
         let scheduler = tokio::spawn(run_scheduler(service, targets, config.sync.interval, rx));
-        let app = build_app(AppState {
-            store,
-            metrics,
-            clock,
-            sync: Some(trigger),
-            remediation: Some(remediation),
-            metrics_public: config.auth.metrics_public,
-        });
+        let app = build_app_with(
+            AppState {
+                store,
+                metrics,
+                clock,
+                sync: Some(trigger),
+                remediation: Some(remediation),
+                metrics_public: config.auth.metrics_public,
+            },
+            DashboardSettings::from_config(&config),
+        );
         let served = serve(listener, app, async move {
             shutdown_signal().await;
             tracing::info!("shutting down");

@@ -296,9 +296,10 @@ impl RemediationService {
             &row.key.account_id,
             &account.trusted_accounts,
         );
+        let impact = self.impact(&row, &text, &fixed.text).await;
         let now = self.clock.now();
         let new = NewRemediation {
-            impact: None,
+            impact,
             key_arn: row.key.arn.clone(),
             account_id: row.key.account_id.clone(),
             region: row.key.region.clone(),
@@ -318,6 +319,19 @@ impl RemediationService {
             idempotency_key: proposal.idempotency_key.clone(),
         };
         self.create(&new, requester).await
+    }
+
+    /// The access impact of replacing `base` with `proposed`, as JSON text; `None` (with a
+    /// warning) when it cannot be computed: the proposal stands, approvers see "unknown".
+    async fn impact(&self, row: &KeyRow, base: &str, proposed: &str) -> Option<String> {
+        match crate::effective_access::fix_impact(self.store.as_ref(), row, base, proposed).await {
+            Ok(Some(impact)) => serde_json::to_string(&impact).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(key = %row.key.arn, error = %e, "access impact not computed");
+                None
+            }
+        }
     }
 
     fn expiry(&self) -> chrono::TimeDelta {
@@ -686,9 +700,10 @@ impl RemediationService {
         })?;
         let before = rule_ids(&current, &original.account_id, &account.trusted_accounts);
         let after = rule_ids(&base, &original.account_id, &account.trusted_accounts);
+        let impact = self.impact(&row, &text, &original.base_policy).await;
         let now = self.clock.now();
         let new = NewRemediation {
-            impact: None,
+            impact,
             key_arn: original.key_arn.clone(),
             account_id: original.account_id.clone(),
             region: original.region.clone(),

@@ -19,13 +19,17 @@ pub enum KeyFetch {
     Failed(AwsError),
 }
 
-/// Identifies what findings were computed with: the rule-set version and the account's trusted
-/// accounts. A change to either re-evaluates every key even if its policy did not change.
-pub fn evaluation_key(trusted_accounts: &[String]) -> String {
+/// Identifies what findings were computed with: the rule-set version, the account's trusted
+/// accounts and the account's IAM findings (their digest). A change to any re-evaluates every
+/// key even if its policy did not change.
+pub fn evaluation_key(trusted_accounts: &[String], iam_digest: &str) -> String {
     let mut trusted = trusted_accounts.to_vec();
     trusted.sort();
     trusted.dedup();
-    format!("rules-v{RULESET_VERSION};trusted={}", trusted.join(","))
+    format!(
+        "rules-v{RULESET_VERSION};trusted={};iam={iam_digest}",
+        trusted.join(",")
+    )
 }
 
 /// SHA-256 of text, as lower-case hex.
@@ -43,6 +47,7 @@ pub async fn fetch_key(
     known: Option<&KeyFingerprint>,
     evaluation: &str,
     trusted_accounts: &[String],
+    iam_findings: &[NewFinding],
 ) -> KeyFetch {
     match read_key(source, key, region, aliases).await {
         Ok(None) => KeyFetch::Gone,
@@ -59,7 +64,11 @@ pub async fn fetch_key(
             {
                 return KeyFetch::Unchanged;
             }
-            let findings = evaluate(&record, &policy, trusted_accounts);
+            let mut findings = evaluate(&record, &policy, trusted_accounts);
+            // Identity policies only reach keys whose policy delegates to IAM.
+            if findings.iter().any(|f| f.rule_id == "KMS-DELEGATION") {
+                findings.extend(iam_findings.iter().cloned());
+            }
             KeyFetch::Changed(Box::new(KeyUpdate {
                 remediable: record.key_manager == "CUSTOMER",
                 key: record,

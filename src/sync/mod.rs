@@ -2,6 +2,7 @@
 //! evaluate it, and reconcile findings. A failure changes nothing for the keys it concerns.
 
 mod fetch;
+mod iam;
 mod scheduler;
 
 use futures::StreamExt;
@@ -17,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::store::{AccountRow, RegionSync, RegionSyncOutcome, Store, StoreError, SyncRunFinish};
 
 pub use fetch::{KeyFetch, evaluation_key, fetch_key, sha256_hex};
+pub use iam::{AccountIam, decrypt_all_findings};
 pub use scheduler::run_scheduler;
 
 /// One account Keyward watches, resolved from configuration.
@@ -165,9 +167,15 @@ impl SyncService {
         tracing::info!(regions = jobs.len(), "sync pass started");
         // Futures are built eagerly: a closure inside the stream type trips the compiler's
         // higher-ranked Send check when the pass is spawned.
+        // IAM is read at most once per account and pass, by the first region that is claimed:
+        // regions skipped as not due cause no IAM read.
+        let iam: HashMap<&str, Arc<tokio::sync::OnceCell<AccountIam>>> = selected
+            .iter()
+            .map(|t| (t.account_id.as_str(), Arc::default()))
+            .collect();
         let passes: Vec<_> = jobs
             .into_iter()
-            .map(|(t, r)| self.sync_region_claimed(t, r, due))
+            .map(|(t, r)| self.sync_region_claimed(t, r, due, iam[t.account_id.as_str()].clone()))
             .collect();
         let mut reports: Vec<RegionReport> = futures::stream::iter(passes)
             .buffer_unordered(self.parallel_regions.max(1))
@@ -180,7 +188,11 @@ impl SyncService {
         }
         // The dashboard's trend chart: the last pass of each day stands for that day.
         let now = self.clock.now();
-        if let Err(e) = self.store.record_daily_snapshot(now.date_naive(), now).await {
+        if let Err(e) = self
+            .store
+            .record_daily_snapshot(now.date_naive(), now)
+            .await
+        {
             tracing::warn!(error = %e, "could not record the daily compliance snapshot");
         }
         let failed = reports.iter().filter(|r| r.failed()).count();
@@ -188,7 +200,13 @@ impl SyncService {
         Ok(reports)
     }
 
-    async fn sync_region_claimed(&self, target: &Target, region: &str, due: Due) -> RegionReport {
+    async fn sync_region_claimed(
+        &self,
+        target: &Target,
+        region: &str,
+        due: Due,
+        iam: Arc<tokio::sync::OnceCell<AccountIam>>,
+    ) -> RegionReport {
         let now = self.clock.now();
         let due_before = match due {
             Due::Always => now,
@@ -250,7 +268,8 @@ impl SyncService {
                 tracing::warn!(account = %target.account_id, region, error = %e, "could not close abandoned sync runs")
             }
         }
-        let report = self.sync_region(target, region, report).await;
+        let iam = iam.get_or_init(|| self.refresh_iam(target)).await;
+        let report = self.sync_region(target, region, report, iam).await;
         let finished = (!report.failed()).then(|| self.clock.now());
         if let Err(e) = self
             .store
@@ -269,6 +288,7 @@ impl SyncService {
         target: &Target,
         region: &str,
         mut report: RegionReport,
+        iam: &AccountIam,
     ) -> RegionReport {
         let started = Instant::now();
         let run_id = match self
@@ -283,7 +303,7 @@ impl SyncService {
             }
         };
         report.run_id = Some(run_id);
-        match self.collect_region(target, region).await {
+        match self.collect_region(target, region, iam).await {
             Ok((sync, failures)) => {
                 report.keys_seen = sync.listed.len() as u64;
                 report.keys_failed = failures.len() as u64;
@@ -308,7 +328,7 @@ impl SyncService {
             keys_seen: report.keys_seen,
             outcome: report.outcome.clone(),
             error: report.error.clone(),
-            iam_error: None,
+            iam_error: iam.error.clone(),
         };
         if let Err(e) = self.store.finish_sync_run(run_id, &finish).await {
             tracing::error!(error = %e, run_id, "could not close the sync run");
@@ -335,6 +355,7 @@ impl SyncService {
         &self,
         target: &Target,
         region: &str,
+        iam: &AccountIam,
     ) -> Result<(RegionSync, Vec<AwsError>), AwsError> {
         let source = self.connector.source(&target.access, region).await?;
         let keys = source.list_keys().await?;
@@ -359,7 +380,7 @@ impl SyncService {
             .into_iter()
             .map(|f| (f.arn.clone(), f))
             .collect();
-        let evaluation = evaluation_key(&target.trusted_accounts);
+        let evaluation = evaluation_key(&target.trusted_accounts, &iam.digest);
         let reads: Vec<_> = keys
             .into_iter()
             .map(|key| {
@@ -369,6 +390,7 @@ impl SyncService {
                 let evaluation = evaluation.clone();
                 let target = target.clone();
                 let region = region.to_string();
+                let iam_findings = iam.findings.clone();
                 async move {
                     let arn = key.arn.clone();
                     let fetched = fetch_key(
@@ -379,6 +401,7 @@ impl SyncService {
                         known.as_ref(),
                         &evaluation,
                         &target.trusted_accounts,
+                        &iam_findings,
                     )
                     .await;
                     (arn, fetched)

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 
 use axum::Router;
@@ -101,22 +102,32 @@ pub async fn record_audit(
     Ok(())
 }
 
-/// The application's routes, and the OpenAPI document of the API.
+/// The application's routes with default dashboard settings (no configured accounts, default
+/// `[auth]`): what tests and tools that build an [`AppState`] by hand get.
 pub fn build_app(state: AppState) -> Router {
+    build_app_with(state, dashboard::DashboardSettings::default())
+}
+
+/// The application's routes: the API, the dashboard (configured by `dashboard`) and the
+/// operational endpoints.
+pub fn build_app_with(state: AppState, dashboard: dashboard::DashboardSettings) -> Router {
     let (api, _) = api::router();
+    let pages = dashboard::router(state.clone(), Arc::new(dashboard));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/docs", get(api_docs))
         .merge(api)
+        .with_state(state)
+        .merge(pages)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(security_headers))
-        .with_state(state)
 }
 
-/// The offline API reference: one self-contained page that renders `/api/openapi.json`.
+/// The offline API reference: a page (with its script and style under `/static/`) that renders
+/// `/api/openapi.json`.
 async fn api_docs() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -125,13 +136,23 @@ async fn api_docs() -> Response {
         .into_response()
 }
 
-async fn not_found(request: Request) -> ApiError {
-    ApiError::NotFound(format!(
-        "no route for {} {}",
-        request.method(),
-        request.uri().path()
-    ))
+/// Unknown paths: a problem document for the API and scripts, an HTML page for browsers.
+async fn not_found(request: Request) -> Response {
+    let path = request.uri().path();
+    let wants_html = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if wants_html && !path.starts_with("/api/") {
+        return dashboard::PageError::NotFound(format!("There is no page at {path}."))
+            .into_response();
+    }
+    ApiError::NotFound(format!("no route for {} {}", request.method(), path)).into_response()
 }
+
+/// Scripts and styles only from this server (no inline code, no CDN), nothing framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Headers every response carries: no sniffing, no framing, no referrer leaks.
 async fn security_headers(request: Request, next: Next) -> Response {
@@ -142,7 +163,11 @@ async fn security_headers(request: Request, next: Next) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // same-origin: the dashboard's CSRF check falls back to Referer when a browser omits Origin.
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

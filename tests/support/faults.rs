@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 use async_trait::async_trait;
+use keyward::access::IamInventory;
 use keyward::aws::{
-    AccountAccess, Alias, AwsError, Grant, KeyMetadata, KeyRef, KmsConnector, KmsSource,
+    AccountAccess, Alias, AwsError, Grant, IamSource, KeyMetadata, KeyRef, KmsConnector, KmsSource,
 };
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,11 @@ pub struct Faults {
     pub failing_keys: HashSet<String>,
     /// Key ids DescribeKey reports as AWS managed (moto cannot create such keys).
     pub aws_managed: HashSet<String>,
+    /// Account ids whose GetAccountAuthorizationDetails is denied.
+    pub denied_iam: HashSet<String>,
+    /// Account ids whose GetAccountAuthorizationDetails fails transiently (throttled beyond
+    /// retries).
+    pub failing_iam: HashSet<String>,
 }
 
 /// Wraps a connector; see [`Faults`].
@@ -54,6 +60,15 @@ impl KmsConnector for FaultyConnector {
         Ok(Arc::new(FaultySource {
             inner,
             region: region.to_string(),
+            faults: self.faults.clone(),
+        }))
+    }
+
+    async fn iam(&self, access: &AccountAccess) -> Result<Arc<dyn IamSource>, AwsError> {
+        let inner = self.inner.iam(access).await?;
+        Ok(Arc::new(FaultyIam {
+            inner,
+            account_id: access.account_id.clone(),
             faults: self.faults.clone(),
         }))
     }
@@ -136,5 +151,35 @@ impl KmsSource for FaultySource {
 
     async fn list_grants(&self, key_id: &str) -> Result<Vec<Grant>, AwsError> {
         self.inner.list_grants(key_id).await
+    }
+}
+
+/// The IAM reader of one account; its faults strike at the read, as AWS's would.
+struct FaultyIam {
+    inner: Arc<dyn IamSource>,
+    account_id: String,
+    faults: Arc<Mutex<Faults>>,
+}
+
+#[async_trait]
+impl IamSource for FaultyIam {
+    async fn authorization_details(&self) -> Result<IamInventory, AwsError> {
+        let (denied, failing) = {
+            let f = self.faults.lock().unwrap();
+            (
+                f.denied_iam.contains(&self.account_id),
+                f.failing_iam.contains(&self.account_id),
+            )
+        };
+        if denied {
+            return Err(AwsError::AccessDenied {
+                operation: "GetAccountAuthorizationDetails",
+                message: "not authorized (injected)".into(),
+            });
+        }
+        if failing {
+            return Err(throttled("GetAccountAuthorizationDetails"));
+        }
+        self.inner.authorization_details().await
     }
 }

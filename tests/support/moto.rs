@@ -95,6 +95,8 @@ impl Moto {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
+            // AWS managed policies (AdministratorAccess, ...) exist, as in real accounts.
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
             .spawn()
             .expect("start moto_server");
         let stdin = shell.stdin.take().expect("shell stdin");
@@ -175,6 +177,19 @@ impl Moto {
                 .behavior_version(BehaviorVersion::latest())
                 .endpoint_url(&self.endpoint)
                 .region(Region::new(region.to_string()))
+                .credentials_provider(credentials)
+                .build(),
+        )
+    }
+
+    /// A plain aws-sdk-iam client acting in `account`, for seeding identities and policies.
+    pub async fn iam_client_for(&self, account: &str) -> aws_sdk_iam::Client {
+        let credentials = self.credentials_for(account).await;
+        aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::config::Builder::new()
+                .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+                .endpoint_url(&self.endpoint)
+                .region(aws_sdk_iam::config::Region::new("us-east-1"))
                 .credentials_provider(credentials)
                 .build(),
         )

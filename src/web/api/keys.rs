@@ -104,7 +104,7 @@ pub async fn list_keys(
 }
 
 /// The one key `{key}` names: a key id or an ARN (percent-encoded in the path).
-async fn resolve_key(state: &AppState, key: &str) -> Result<KeyRow, ApiError> {
+pub(super) async fn resolve_key(state: &AppState, key: &str) -> Result<KeyRow, ApiError> {
     let mut found = state.store.find_keys(key).await?;
     match found.len() {
         0 => Err(ApiError::NotFound(format!("no key {key:?}"))),

@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`: JSON for ticketing systems and scripts, described by an
 //! OpenAPI 3.1 document generated from these handlers.
 
+mod access;
 mod audit;
 mod keys;
 mod remediations;
@@ -63,6 +64,8 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::key_detail))
         .routes(routes!(keys::key_policy))
         .routes(routes!(keys::key_history))
+        .routes(routes!(access::key_access))
+        .routes(routes!(access::principal_keys))
         .routes(routes!(keys::list_findings))
         .routes(routes!(sync::trigger_sync))
         .routes(routes!(sync::sync_runs))
