@@ -857,4 +857,332 @@ on_both_databases![
     aws_error_during_put_is_failed_and_policy_unchanged,
     aws_managed_key_is_refused_and_nothing_stored,
     expiry_expires_pending_and_approved_only,
+    effective_access_and_fix_impact_match_reality,
 ];
+
+// ---- effective access and the impact of the fix ----
+
+/// principal → group → actions, from an access table as the API returns it.
+type AccessSummary =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+
+fn summarise(access: &Value) -> AccessSummary {
+    let mut out = AccessSummary::new();
+    for p in access["principals"].as_array().expect("principals") {
+        let groups = out
+            .entry(p["principal"].as_str().unwrap().to_string())
+            .or_default();
+        for a in p["actions"].as_array().unwrap() {
+            let label = match a["access"].as_str().unwrap() {
+                "allowed" => a["action"].as_str().unwrap().to_string(),
+                other => format!("{} ({other})", a["action"].as_str().unwrap()),
+            };
+            groups
+                .entry(a["group"].as_str().unwrap().to_string())
+                .or_default()
+                .push(label);
+        }
+    }
+    out.retain(|_, groups| !groups.is_empty());
+    out
+}
+
+fn actions(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
+}
+
+/// Every KMS key action of `group`, as the access catalogue lists them.
+fn all_of(group: &str) -> Vec<String> {
+    keyward::access::KMS_KEY_ACTIONS
+        .iter()
+        .filter(|(_, g)| g.as_str() == group)
+        .map(|(a, _)| a.to_string())
+        .collect()
+}
+
+impl Server {
+    async fn access(&self, key_arn: &str, query: &str) -> Value {
+        let path = format!(
+            "/api/v1/keys/{}/access{query}",
+            key_arn.replace(':', "%3A").replace('/', "%2F")
+        );
+        let (status, body) = self
+            .call(reqwest::Method::GET, "viewer", &path, None, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+async fn effective_access_and_fix_impact_match_reality(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let account = s.account.clone();
+    let iam = Moto::start().iam_client_for(&account).await;
+    let arn = |kind: &str, name: &str| format!("arn:aws:iam::{account}:{kind}/{name}");
+    let trust = r#"{"Version":"2012-10-17","Statement":[]}"#;
+    for role in ["app", "ops", "KMSAdmin"] {
+        iam.create_role()
+            .role_name(role)
+            .assume_role_policy_document(trust)
+            .send()
+            .await
+            .unwrap();
+    }
+    // app: encrypts and decrypts through an inline policy.
+    iam.put_role_policy()
+        .role_name("app")
+        .policy_name("crypto")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    // ops: AdministratorAccess, bounded to kms:Decrypt.
+    let boundary = iam
+        .create_policy()
+        .policy_name("decrypt-only")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:Decrypt","Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let boundary_arn = boundary.policy().unwrap().arn().unwrap().to_string();
+    iam.attach_role_policy()
+        .role_name("ops")
+        .policy_arn("arn:aws:iam::aws:policy/AdministratorAccess")
+        .send()
+        .await
+        .unwrap();
+    iam.put_role_permissions_boundary()
+        .role_name("ops")
+        .permissions_boundary(&boundary_arn)
+        .send()
+        .await
+        .unwrap();
+    // carol: reads key metadata through her group's managed policy.
+    iam.create_user().user_name("carol").send().await.unwrap();
+    iam.create_group()
+        .group_name("auditors")
+        .send()
+        .await
+        .unwrap();
+    iam.add_user_to_group()
+        .group_name("auditors")
+        .user_name("carol")
+        .send()
+        .await
+        .unwrap();
+    let readers = iam
+        .create_policy()
+        .policy_name("kms-readers")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["kms:DescribeKey","kms:GetKeyPolicy"],"Resource":"arn:aws:kms:*:*:key/*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    iam.attach_group_policy()
+        .group_name("auditors")
+        .policy_arn(readers.policy().unwrap().arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    // dave: kms:* except Decrypt, which an explicit Deny removes.
+    iam.create_user().user_name("dave").send().await.unwrap();
+    iam.put_user_policy()
+        .user_name("dave")
+        .policy_name("all-but-decrypt")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*"},{"Effect":"Deny","Action":"kms:Decrypt","Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+
+    let key = s.key(&default_policy(&account)).await;
+    let before = s.access(&key.arn, "").await;
+    assert_eq!(before["access"]["delegates_to_iam"], true);
+    assert_eq!(before["access"]["identities_known"], true);
+    assert!(before["inventory"]["fetched_at"].is_string(), "{before}");
+    assert!(
+        before["scope"]
+            .as_str()
+            .unwrap()
+            .contains("Service control policies")
+    );
+    let everything: std::collections::BTreeMap<String, Vec<String>> =
+        ["admin", "cryptographic", "grant", "read"]
+            .iter()
+            .map(|g| (g.to_string(), all_of(g)))
+            .collect();
+    let mut dave = everything.clone();
+    dave.get_mut("cryptographic")
+        .unwrap()
+        .retain(|a| a != "kms:Decrypt");
+    let expected: AccessSummary = [
+        (format!("arn:aws:iam::{account}:root"), everything.clone()),
+        (
+            arn("role", "app"),
+            [(
+                "cryptographic".to_string(),
+                actions(&["kms:Decrypt", "kms:Encrypt"]),
+            )]
+            .into(),
+        ),
+        (
+            arn("role", "ops"),
+            [("cryptographic".to_string(), actions(&["kms:Decrypt"]))].into(),
+        ),
+        (
+            arn("user", "carol"),
+            [(
+                "read".to_string(),
+                actions(&["kms:DescribeKey", "kms:GetKeyPolicy"]),
+            )]
+            .into(),
+        ),
+        (arn("user", "dave"), dave),
+    ]
+    .into_iter()
+    .collect();
+    let mut got = summarise(&before["access"]);
+    for groups in got.values_mut() {
+        for list in groups.values_mut() {
+            list.sort();
+        }
+    }
+    let mut want = expected.clone();
+    for groups in want.values_mut() {
+        for list in groups.values_mut() {
+            list.sort();
+        }
+    }
+    assert_eq!(got, want, "the access table through IAM delegation");
+    // Why: app's Decrypt comes from its inline identity policy.
+    let app = before["access"]["principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["principal"] == json!(arn("role", "app")))
+        .unwrap();
+    let reasons = app["actions"][0]["reasons"].to_string();
+    assert!(reasons.contains("inline:app/crypto"), "{reasons}");
+    // Filters narrow the table.
+    let crypto_users = s
+        .access(&key.arn, "?group=cryptographic&principal_type=user")
+        .await;
+    let crypto_users: Vec<&str> = crypto_users["access"]["principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["principal"].as_str().unwrap())
+        .collect();
+    assert_eq!(crypto_users, vec![arn("user", "dave")]);
+    let (status, body) = s
+        .call(
+            reqwest::Method::GET,
+            "viewer",
+            &format!("/api/v1/keys/{}/access?group=everything", key.key_id),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // The reverse view: what app can use.
+    let (status, reverse) = s
+        .call(
+            reqwest::Method::GET,
+            "viewer",
+            &format!(
+                "/api/v1/principals/{}/keys",
+                arn("role", "app").replace(':', "%3A").replace('/', "%2F")
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reverse}");
+    assert_eq!(
+        reverse["keys"]["keys"][0]["key_arn"],
+        json!(key.arn),
+        "{reverse}"
+    );
+
+    // The proposal carries its impact: IAM identities lose what delegation gave them.
+    let id = s.propose("ops", &key.arn).await;
+    let (_, proposal) = s
+        .call(
+            reqwest::Method::GET,
+            "viewer",
+            &format!("/api/v1/remediations/{id}"),
+            None,
+            None,
+        )
+        .await;
+    let impact = &proposal["impact"];
+    let names = |side: &str| -> Vec<String> {
+        impact[side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["principal"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names("lose"),
+        vec![
+            arn("role", "app"),
+            arn("role", "ops"),
+            arn("user", "carol"),
+            arn("user", "dave")
+        ],
+        "{impact}"
+    );
+    assert!(names("gain").contains(&arn("role", "KMSAdmin")), "{impact}");
+    assert_eq!(
+        impact["loses_cryptographic"],
+        json!([arn("role", "app"), arn("role", "ops"), arn("user", "dave")])
+    );
+    // Approving without acknowledging the loss is refused, naming who loses access.
+    let (status, problem) = s.approve("alice", id).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&arn("role", "app")) && detail.contains("acknowledge_access_loss"),
+        "{detail}"
+    );
+    let (status, approved) = s
+        .post(
+            "alice",
+            &format!("/api/v1/remediations/{id}/approve"),
+            Some(json!({"acknowledge_access_loss": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    let (status, applied) = s.apply("bob", id).await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    assert_eq!(applied["state"], "applied", "{applied}");
+
+    // Reality after the sync: exactly the predicted losses happened.
+    s.sync
+        .run_pass(&s.targets, None, Due::Always)
+        .await
+        .expect("sync");
+    let after = s.access(&key.arn, "").await;
+    assert_eq!(after["access"]["delegates_to_iam"], false);
+    let now = summarise(&after["access"]);
+    for lost in impact["lose"].as_array().unwrap() {
+        let who = lost["principal"].as_str().unwrap();
+        for list in lost["actions"].as_object().unwrap().values() {
+            for action in list.as_array().unwrap() {
+                let still = now
+                    .get(who)
+                    .is_some_and(|g| g.values().flatten().any(|a| a == action.as_str().unwrap()));
+                assert!(
+                    !still,
+                    "{who} was predicted to lose {action} but still has it"
+                );
+            }
+        }
+    }
+    for kept in impact["keep"].as_array().unwrap() {
+        let who = kept["principal"].as_str().unwrap();
+        assert_eq!(now.get(who), got.get(who), "{who} keeps its access");
+    }
+    assert!(now.contains_key(&arn("role", "KMSAdmin")), "{now:?}");
+}

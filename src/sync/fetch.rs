@@ -37,6 +37,16 @@ pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// What the keys of one account·region are evaluated with in a pass.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    /// [`evaluation_key`]: stored with the findings, compared for change detection.
+    pub key: String,
+    pub trusted_accounts: Vec<String>,
+    /// Account-level IAM findings that every key delegating to IAM gets.
+    pub iam_findings: Vec<NewFinding>,
+}
+
 /// Reads a key's metadata, policy, tags, rotation and grants, and evaluates it when it changed.
 /// AccessDenied on the policy is a KMS-UNREADABLE finding, not a failure.
 pub async fn fetch_key(
@@ -45,9 +55,7 @@ pub async fn fetch_key(
     region: &str,
     aliases: Vec<String>,
     known: Option<&KeyFingerprint>,
-    evaluation: &str,
-    trusted_accounts: &[String],
-    iam_findings: &[NewFinding],
+    evaluation: &Evaluation,
 ) -> KeyFetch {
     match read_key(source, key, region, aliases).await {
         Ok(None) => KeyFetch::Gone,
@@ -59,22 +67,22 @@ pub async fn fetch_key(
             };
             if let Some(k) = known
                 && k.fingerprint == fingerprint
-                && k.evaluation == evaluation
+                && k.evaluation == evaluation.key
                 && policy_matches(k, sha, error)
             {
                 return KeyFetch::Unchanged;
             }
-            let mut findings = evaluate(&record, &policy, trusted_accounts);
+            let mut findings = evaluate(&record, &policy, &evaluation.trusted_accounts);
             // Identity policies only reach keys whose policy delegates to IAM.
             if findings.iter().any(|f| f.rule_id == "KMS-DELEGATION") {
-                findings.extend(iam_findings.iter().cloned());
+                findings.extend(evaluation.iam_findings.iter().cloned());
             }
             KeyFetch::Changed(Box::new(KeyUpdate {
                 remediable: record.key_manager == "CUSTOMER",
                 key: record,
                 fingerprint,
                 policy,
-                evaluation: evaluation.to_string(),
+                evaluation: evaluation.key.clone(),
                 findings,
             }))
         }

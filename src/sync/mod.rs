@@ -17,7 +17,7 @@ use crate::config::{AccountConfig, Config};
 use crate::metrics::Metrics;
 use crate::store::{AccountRow, RegionSync, RegionSyncOutcome, Store, StoreError, SyncRunFinish};
 
-pub use fetch::{KeyFetch, evaluation_key, fetch_key, sha256_hex};
+pub use fetch::{Evaluation, KeyFetch, evaluation_key, fetch_key, sha256_hex};
 pub use iam::{AccountIam, decrypt_all_findings};
 pub use scheduler::run_scheduler;
 
@@ -380,7 +380,11 @@ impl SyncService {
             .into_iter()
             .map(|f| (f.arn.clone(), f))
             .collect();
-        let evaluation = evaluation_key(&target.trusted_accounts, &iam.digest);
+        let evaluation = Arc::new(Evaluation {
+            key: evaluation_key(&target.trusted_accounts, &iam.digest),
+            trusted_accounts: target.trusted_accounts.clone(),
+            iam_findings: iam.findings.clone(),
+        });
         let reads: Vec<_> = keys
             .into_iter()
             .map(|key| {
@@ -388,9 +392,7 @@ impl SyncService {
                 let aliases = aliases_by_key.get(&key.key_id).cloned().unwrap_or_default();
                 let known = known.get(&key.arn).cloned();
                 let evaluation = evaluation.clone();
-                let target = target.clone();
                 let region = region.to_string();
-                let iam_findings = iam.findings.clone();
                 async move {
                     let arn = key.arn.clone();
                     let fetched = fetch_key(
@@ -400,8 +402,6 @@ impl SyncService {
                         aliases,
                         known.as_ref(),
                         &evaluation,
-                        &target.trusted_accounts,
-                        &iam_findings,
                     )
                     .await;
                     (arn, fetched)
