@@ -12,7 +12,10 @@ second run against the same server adds nothing. moto forgets everything when it
 
 Each key exercises one thing Keyward reports: IAM delegation (the AWS default policy), a fixed
 policy, a public key, sharing with another account, a key pending deletion, rotation on and off,
-a grant, and an asymmetric signing key.
+a grant, and an asymmetric signing key. Each account also gets IAM identities whose policies reach
+the delegating keys (the dashboard's Access tab and the fix's impact show them): an application
+role that decrypts with every key (IAM-KMS-DECRYPT-ALL-KEYS), a group of auditors that reads key
+metadata, and the KMSAdmin role the fix names as administrator.
 """
 
 import argparse
@@ -214,6 +217,46 @@ def session_for(endpoint, account):
     )
 
 
+TRUST_EC2 = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}
+IDENTITY_POLICIES = {
+    # role -> inline policy
+    "PaymentsApp": {"Version": "2012-10-17", "Statement": [
+        {"Sid": "DecryptEverything", "Effect": "Allow",
+         "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*"}]},
+    "KMSAdmin": None,
+}
+AUDITORS_POLICY = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:List*"],
+     "Resource": "*"}]}
+
+
+def seed_iam(iam):
+    """IAM identities whose policies reach delegating keys; idempotent."""
+    have = {r["RoleName"] for page in iam.get_paginator("list_roles").paginate() for r in page["Roles"]}
+    created = 0
+    for name, inline in IDENTITY_POLICIES.items():
+        if name in have:
+            continue
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST_EC2))
+        if inline is not None:
+            iam.put_role_policy(RoleName=name, PolicyName="kms", PolicyDocument=json.dumps(inline))
+        created += 1
+    users = {u["UserName"] for page in iam.get_paginator("list_users").paginate() for u in page["Users"]}
+    if "carol" not in users:
+        iam.create_user(UserName="carol")
+        iam.create_group(GroupName="kms-auditors")
+        iam.add_user_to_group(GroupName="kms-auditors", UserName="carol")
+        arn = iam.create_policy(PolicyName="KmsReadOnly",
+                                PolicyDocument=json.dumps(AUDITORS_POLICY))["Policy"]["Arn"]
+        iam.attach_group_policy(GroupName="kms-auditors", PolicyArn=arn)
+        created += 1
+    return created
+
+
 def existing_aliases(kms):
     names = set()
     for page in kms.get_paginator("list_aliases").paginate():
@@ -264,6 +307,8 @@ def main():
     created = skipped = 0
     for account, name in ACCOUNTS.items():
         session = session_for(endpoint, account)
+        iam = session.client("iam", endpoint_url=endpoint, region_name="us-east-1", config=retries)
+        created += seed_iam(iam)
         for region in REGIONS:
             kms = session.client("kms", endpoint_url=endpoint, region_name=region, config=retries)
             have = existing_aliases(kms)
@@ -276,7 +321,8 @@ def main():
                 key_id = seed_key(kms, account, alias, description, policy, opts)
                 created += 1
                 print(f"  {name:<8} {region:<10} {alias:<30} {key_id}")
-    print(f"demo_seed: {created} keys created, {skipped} already present, on {endpoint}")
+    print(f"demo_seed: {created} keys and identity sets created, {skipped} keys already present, "
+          f"on {endpoint}")
 
 
 if __name__ == "__main__":
