@@ -2171,6 +2171,30 @@ async fn audit_appends_form_a_chain(store: &dyn Store) {
         (verified.events, verified.first_broken_id, verified.reason),
         (5, None, None)
     );
+
+    // One target's trail, newest first, limited.
+    let mut again = audit_event(1);
+    again.action = "finding.unwaived".into();
+    let latest = store.append_audit(&again).await.expect("append");
+    let trail = store
+        .audit_for_target(&appended[1].target, 10)
+        .await
+        .expect("trail");
+    assert_eq!(trail, vec![latest.clone(), appended[1].clone()]);
+    assert_eq!(
+        store
+            .audit_for_target(&appended[1].target, 1)
+            .await
+            .expect("limited"),
+        vec![latest]
+    );
+    assert!(
+        store
+            .audit_for_target("arn:aws:kms:nowhere", 10)
+            .await
+            .expect("none")
+            .is_empty()
+    );
 }
 
 async fn audit_list_pages_newest_first(store: &dyn Store) {

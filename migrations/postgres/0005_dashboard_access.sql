@@ -47,3 +47,6 @@ ALTER TABLE sync_runs ADD COLUMN iam_error TEXT;
 
 -- Key lists sorted by state; the finding subqueries per key use findings_key_status.
 CREATE INDEX keys_live_state ON keys (key_state, arn) WHERE deleted_at IS NULL;
+
+-- The audit trail of one key (its remediations) on the dashboard.
+CREATE INDEX audit_events_target ON audit_events (target, id);

@@ -804,6 +804,8 @@ pub trait Store: Send + Sync {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<(Vec<AuditEvent>, u64)>;
+    /// The audit entries about `target` (e.g. a key ARN), newest first, at most `limit`.
+    async fn audit_for_target(&self, target: &str, limit: u32) -> StoreResult<Vec<AuditEvent>>;
     /// Recomputes the whole chain.
     async fn verify_audit(&self) -> StoreResult<AuditVerification>;
 

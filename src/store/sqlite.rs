@@ -731,6 +731,20 @@ async fn transition_in(
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn audit_for_target(&self, target: &str, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        sqlx::query(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE target = $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(target)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(audit_row)
+        .collect()
+    }
+
     async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO sessions (id_sha256, actor, role, token_name, csrf_token, created_at, \

@@ -236,9 +236,14 @@ fn status(dash: &Dash, viewer: &Viewer, r: &RemediationRow) -> StatusPartial {
     }
 }
 
-/// The audit entries about remediation `id` among the newest [`AUDIT_WINDOW`], oldest first.
+/// The audit entries about remediation `id` among the newest [`AUDIT_WINDOW`] about its key,
+/// oldest first.
 async fn trail(dash: &Dash, r: &RemediationRow) -> Result<Vec<TrailItem>, PageError> {
-    let (events, _) = dash.app.store.list_audit(None, AUDIT_WINDOW).await?;
+    let events = dash
+        .app
+        .store
+        .audit_for_target(&r.key_arn, AUDIT_WINDOW)
+        .await?;
     let mut out: Vec<TrailItem> = events
         .into_iter()
         .filter(|e| e.target == r.key_arn && e.action.starts_with("remediation."))
