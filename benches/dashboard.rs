@@ -1,12 +1,15 @@
 //! Dashboard rendering with a large inventory: N keys (default 100 000, or
 //! `KEYWARD_BENCH_DASHBOARD_KEYS`) in a SQLite file, seeded through the store's own
-//! `apply_region_sync`, 30 days of snapshots; then the overview and key-list pages are fetched
-//! through `build_app_with` over loopback HTTP, signed in with a session.
+//! `apply_region_sync`, 30 days of snapshots; then the overview and key-list pages are rendered
+//! through the router of `build_app_with` with `tower::ServiceExt::oneshot` (no sockets: the
+//! figure is the handler's, queries and templates included), signed in with a session.
 //!
 //!   cargo bench --bench dashboard
 //!
 //! The target is < 50 ms per page (issue 6 §4).
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
 use chrono::{TimeDelta, Utc};
 use criterion::Criterion;
 use keyward::clock::SystemClock;
@@ -14,9 +17,10 @@ use keyward::metrics::Metrics;
 use keyward::store::{self, KeyRecord, KeyUpdate, NewFinding, NewSession, PolicyState, RegionSync};
 use keyward::web::auth::token_hash;
 use keyward::web::dashboard::DashboardSettings;
-use keyward::web::{AppState, build_app_with, serve};
+use keyward::web::{AppState, build_app_with};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower::ServiceExt;
 
 const ACCOUNT: &str = "111122223333";
 const REGIONS: [&str; 4] = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"];
@@ -98,7 +102,7 @@ fn main() {
         .expect("a Tokio runtime");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let (base, client) = rt.block_on(async {
+    let app = rt.block_on(async {
         let store = store::connect(&url).await.expect("the SQLite store");
         let started = Instant::now();
         let per_region = keys.div_ceil(REGIONS.len());
@@ -157,7 +161,7 @@ fn main() {
             })
             .await
             .expect("a session");
-        let app = build_app_with(
+        build_app_with(
             AppState {
                 store,
                 metrics: Arc::new(Metrics::new()),
@@ -167,26 +171,22 @@ fn main() {
                 metrics_public: true,
             },
             DashboardSettings::default(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(listener, app, std::future::pending()));
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        (base, client)
+        )
     });
     let fetch = |path: &str| {
         rt.block_on(async {
-            let r = client
-                .get(format!("{base}{path}"))
+            let request = Request::get(path)
+                .header("host", "keyward.bench")
+                .header("accept", "text/html")
                 .header("cookie", "keyward_session=bench-session")
-                .send()
+                .body(Body::empty())
+                .expect("a request");
+            let r = app.clone().oneshot(request).await.expect("a response");
+            assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+            axum::body::to_bytes(r.into_body(), usize::MAX)
                 .await
-                .expect("a response");
-            assert_eq!(r.status(), reqwest::StatusCode::OK, "GET {path}");
-            r.bytes().await.expect("a body").len()
+                .expect("a body")
+                .len()
         })
     };
     let mut c = Criterion::default()

@@ -122,11 +122,8 @@ fn actions(dash: &Dash, viewer: &Viewer, r: &RemediationRow) -> Actions {
     {
         notes.push("Remediation is not available in this process: actions are disabled.".into());
     }
-    if pending && approver && own {
-        notes.push(format!(
-            "You ({}) requested this remediation: another approver must approve it.",
-            viewer.actor
-        ));
+    if pending && own {
+        notes.push("You requested this remediation; another approver must approve it.".into());
     }
     if pending && approver && approved_already {
         notes.push("You have approved this remediation; it waits for more approvers.".into());
