@@ -248,6 +248,18 @@ async fn operator_proposes_approver_applies_and_the_key_becomes_compliant() {
     b.wait_text("Enable IAM User Permissions").await;
     b.screenshot("04-key-detail").await;
 
+    // Its Access tab: the key delegates to IAM; the account root holds every action.
+    b.click("Access: who can use this key").await;
+    b.wait_path("/keys/").await;
+    b.wait_text("The key policy lets IAM policies of account")
+        .await;
+    b.wait_text("Service control policies (SCPs) are out of scope.")
+        .await;
+    b.wait_text(&format!("arn:aws:iam::{account}:root")).await;
+    b.screenshot("04b-key-access").await;
+    b.goto(&server.url(&format!("/keys/{}", key.key_id))).await;
+    b.wait_text("Propose fix").await;
+
     // Propose fix: the proposed policy and its diff before anything is submitted.
     b.click("Propose fix").await;
     b.wait_text("Propose a fix").await;

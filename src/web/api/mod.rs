@@ -23,6 +23,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, ApiJson, Problem};
 
+pub use access::SCOPE;
 pub use views::*;
 
 /// The largest page a client may ask for.

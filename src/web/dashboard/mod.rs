@@ -1,6 +1,7 @@
 //! The team dashboard: server-rendered pages (askama) over the same store and services as the
 //! API, signed in with an API token or a trusted proxy header, every form CSRF-protected.
 
+mod access;
 mod activity;
 mod assets;
 mod csrf;
@@ -81,6 +82,9 @@ pub fn router(app: AppState, settings: Arc<DashboardSettings>) -> Router {
         .route("/", get(overview::page))
         .route("/keys", get(keys::list))
         .route("/keys/{key}", get(keys::detail))
+        .route("/keys/{key}/access", get(access::key_page))
+        .route("/principals", get(access::lookup))
+        .route("/principals/{arn}", get(access::principal_page))
         .route(
             "/keys/{key}/propose",
             get(keys::preview).post(keys::propose),

@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 
 use super::Dash;
+use super::access::{ImpactView, impact_view};
 use super::form::FormData;
 use super::layout::{
     Layout, PageError, PageResult, is_htmx, key_href, opt, render, see_other, when,
@@ -172,6 +173,7 @@ struct StatusPartial {
     required: u32,
     approvals: Vec<ApprovalItem>,
     actions: Actions,
+    impact: ImpactView,
 }
 
 #[derive(Template)]
@@ -190,6 +192,7 @@ struct DetailPage {
     proposed_sha: String,
     rollback_of: Option<i64>,
     trail: Vec<TrailItem>,
+    impact: ImpactView,
 }
 
 fn remediation_id(raw: &str) -> Result<i64, PageError> {
@@ -230,6 +233,7 @@ fn status(dash: &Dash, viewer: &Viewer, r: &RemediationRow) -> StatusPartial {
             })
             .collect(),
         actions: actions(dash, viewer, r),
+        impact: impact_view(r.impact.as_ref()),
     }
 }
 
@@ -295,6 +299,7 @@ pub async fn detail(
         proposed_sha: r.proposed_sha256.chars().take(12).collect(),
         rollback_of: r.rollback_of,
         trail,
+        impact: impact_view(r.impact.as_ref()),
         r: RemediationItem::from(&r),
     })
 }
