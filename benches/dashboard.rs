@@ -102,7 +102,7 @@ fn main() {
         .expect("a Tokio runtime");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let app = rt.block_on(async {
+    let state = rt.block_on(async {
         let store = store::connect(&url).await.expect("the SQLite store");
         let started = Instant::now();
         let per_region = keys.div_ceil(REGIONS.len());
@@ -161,19 +161,17 @@ fn main() {
             })
             .await
             .expect("a session");
-        build_app_with(
-            AppState {
-                store,
-                metrics: Arc::new(Metrics::new()),
-                clock: Arc::new(SystemClock),
-                sync: None,
-                remediation: None,
-                metrics_public: true,
-            },
-            DashboardSettings::default(),
-        )
+        AppState {
+            store,
+            metrics: Arc::new(Metrics::new()),
+            clock: Arc::new(SystemClock),
+            sync: None,
+            remediation: None,
+            metrics_public: true,
+        }
     });
-    let fetch = |path: &str| {
+    let app = build_app_with(state.clone(), DashboardSettings::default());
+    let fetch_from = |app: &axum::Router, path: &str| {
         rt.block_on(async {
             let request = Request::get(path)
                 .header("host", "keyward.bench")
@@ -189,6 +187,7 @@ fn main() {
                 .len()
         })
     };
+    let fetch = |path: &str| fetch_from(&app, path);
     let mut c = Criterion::default()
         .configure_from_args()
         .sample_size(20)
@@ -205,5 +204,14 @@ fn main() {
         eprintln!("{name}: {path} is {} bytes", fetch(path));
         c.bench_function(name, |b| b.iter(|| fetch(path)));
     }
+    // A fresh app has no cached overview figures: what the first view after a sync costs.
+    c.bench_function("overview, figures recomputed", |b| {
+        b.iter(|| {
+            fetch_from(
+                &build_app_with(state.clone(), DashboardSettings::default()),
+                "/",
+            )
+        })
+    });
     c.final_summary();
 }

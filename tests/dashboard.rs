@@ -952,6 +952,8 @@ async fn operators_waive_and_revoke_in_place_or_with_a_full_page() {
             .status,
         StatusCode::BAD_REQUEST
     );
+    // The overview's cached figures follow waivers at once.
+    let overview = app.page(&op, "/").await;
     // htmx: the row comes back
     let form = [
         ("csrf", op.csrf.as_str()),
@@ -977,6 +979,11 @@ async fn operators_waive_and_revoke_in_place_or_with_a_full_page() {
         row.contains("waived") && row.contains("accepted &#60;b&#62;risk&#60;/b&#62;"),
         "{row}"
     );
+    assert_ne!(
+        app.page(&op, "/").await,
+        overview,
+        "the waived finding leaves the overview"
+    );
     let audit = app.page(&op, "/audit").await;
     assert!(audit.contains("finding.waived"));
     // the plain form revokes and goes back
@@ -998,6 +1005,11 @@ async fn operators_waive_and_revoke_in_place_or_with_a_full_page() {
             .unwrap()
             .status,
         "open"
+    );
+    assert_eq!(
+        app.page(&op, "/").await,
+        overview,
+        "and come back when revoked"
     );
 }
 

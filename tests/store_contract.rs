@@ -3858,6 +3858,7 @@ contract! {
         waiver_lifecycle_and_expiry_by_time,
         account_waiver_covers_every_key_of_the_account,
         failed_sync_writes_no_events,
+        change_marker_moves_with_runs_and_waivers,
     ],
     replicas: [
         concurrent_claims_have_one_winner,
@@ -4314,5 +4315,84 @@ async fn iam_errors_and_impact_round_trip(store: &dyn Store) {
         payload(requested)["impact"],
         impact,
         "webhooks carry the impact"
+    );
+}
+
+async fn change_marker_moves_with_runs_and_waivers(db: &db::TestDb) {
+    let store = db.store();
+    let (a_deleg, _, b_deleg) = seed_waivable(db).await;
+    let first = store.change_marker(t(1000)).await.expect("marker");
+    assert_eq!(first, store.change_marker(t(1000)).await.expect("again"));
+    assert_eq!(
+        (
+            first.running_sync_runs,
+            first.last_waiver,
+            first.revoked_waivers,
+            first.next_waiver_expiry
+        ),
+        (0, 0, 0, None)
+    );
+    // A run that starts, then ends.
+    let run = store
+        .start_sync_run(ACCOUNT, REGION, t(1001))
+        .await
+        .expect("run");
+    let running = store.change_marker(t(1001)).await.expect("running");
+    assert_eq!((running.last_sync_run, running.running_sync_runs), (run, 1));
+    store
+        .finish_sync_run(
+            run,
+            &SyncRunFinish {
+                finished_at: t(1002),
+                keys_seen: 0,
+                outcome: RegionSyncOutcome::default(),
+                error: None,
+                iam_error: None,
+            },
+        )
+        .await
+        .expect("finish");
+    let finished = store.change_marker(t(1002)).await.expect("finished");
+    assert_eq!(
+        (finished.last_sync_run, finished.running_sync_runs),
+        (run, 0)
+    );
+    assert_ne!(finished, running);
+    // Waivers: created, expiring, revoked.
+    let w = store
+        .waive_finding(
+            a_deleg,
+            &waiver(WaiverScope::Key, t(1000), t(2000)),
+            &audit_at(t(1000), "finding.waived", "finding"),
+        )
+        .await
+        .expect("waive");
+    store
+        .waive_finding(
+            b_deleg,
+            &waiver(WaiverScope::Key, t(1000), t(3000)),
+            &audit_at(t(1000), "finding.waived", "finding"),
+        )
+        .await
+        .expect("waive b");
+    let waived = store.change_marker(t(1500)).await.expect("waived");
+    assert!(waived.last_waiver > w.id - 1 && waived.last_waiver != finished.last_waiver);
+    assert_eq!(waived.next_waiver_expiry, Some(t(2000)));
+    // Once a waiver expires the marker moves by itself.
+    let later = store.change_marker(t(2000)).await.expect("later");
+    assert_eq!(later.next_waiver_expiry, Some(t(3000)));
+    store
+        .revoke_waivers(
+            b_deleg,
+            t(2100),
+            "jira",
+            &audit_at(t(2100), "finding.unwaived", "finding"),
+        )
+        .await
+        .expect("revoke");
+    let revoked = store.change_marker(t(2100)).await.expect("revoked");
+    assert_eq!(
+        (revoked.revoked_waivers, revoked.next_waiver_expiry),
+        (1, None)
     );
 }

@@ -50,3 +50,6 @@ CREATE INDEX keys_live_state ON keys (key_state, arn) WHERE deleted_at IS NULL;
 
 -- The audit trail of one key (its remediations) on the dashboard.
 CREATE INDEX audit_events_target ON audit_events (target, id);
+
+-- The dashboard's change marker counts running sync runs on every overview.
+CREATE INDEX sync_runs_running ON sync_runs (id) WHERE status = 'running';

@@ -424,6 +424,16 @@ pub(super) fn compliance_sql() -> String {
     )
 }
 
+/// The parts of a [`super::ChangeMarker`]; "now" is `$1`. Each is an index lookup (the
+/// running runs through a partial index); waivers are few.
+pub(super) const CHANGE_MARKER_SQL: &str = "SELECT \
+        (SELECT COALESCE(MAX(id), 0) FROM sync_runs) AS last_sync_run, \
+        (SELECT COUNT(*) FROM sync_runs WHERE status = 'running') AS running, \
+        (SELECT COALESCE(MAX(id), 0) FROM waivers) AS last_waiver, \
+        (SELECT COUNT(*) FROM waivers WHERE revoked_at IS NOT NULL) AS revoked, \
+        (SELECT MIN(expires_at) FROM waivers WHERE revoked_at IS NULL AND expires_at > $1) \
+            AS next_expiry";
+
 /// The live session with id hash `$1` at "now" `$2`: unexpired, and its token not revoked.
 pub(super) const SESSION_SQL: &str = "SELECT s.actor, s.role, s.token_name, s.csrf_token,         s.created_at, s.expires_at FROM sessions s      WHERE s.id_sha256 = $1 AND s.expires_at > $2 AND (s.token_name IS NULL OR EXISTS         (SELECT 1 FROM api_tokens t WHERE t.name = s.token_name AND t.revoked_at IS NULL))";
 

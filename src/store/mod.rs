@@ -623,6 +623,19 @@ pub struct DailySnapshot {
     pub delegating_keys: u64,
 }
 
+/// What changes whenever compliance can change: a sync run starts or ends, a waiver is created
+/// or revoked, or the next active waiver expires. Equal markers (before `next_waiver_expiry`)
+/// mean equal compliance figures, so aggregates can be cached across replicas safely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeMarker {
+    pub last_sync_run: i64,
+    pub running_sync_runs: u64,
+    pub last_waiver: i64,
+    pub revoked_waivers: u64,
+    /// The earliest expiry of an active waiver after "now"; figures change then by themselves.
+    pub next_waiver_expiry: Option<DateTime<Utc>>,
+}
+
 /// Orders of the dashboard's key list; ties are broken by ARN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeySort {
@@ -953,6 +966,8 @@ pub trait Store: Send + Sync {
     /// Deletes sessions expired at `now`; returns how many.
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 
+    /// The current [`ChangeMarker`], from indexed lookups only.
+    async fn change_marker(&self, now: DateTime<Utc>) -> StoreResult<ChangeMarker>;
     /// Live compliance per account·region, ordered by account and region.
     async fn compliance_by_region(&self) -> StoreResult<Vec<RegionCompliance>>;
     /// Records [`Store::compliance_by_region`] as the snapshot of `day`, replacing that day's.

@@ -3,22 +3,22 @@
 //! with SQLITE_BUSY when a deferred transaction tries to upgrade its read lock.
 
 use super::common::{
-    AUDIT_BATCH, Arg, AttemptColumns, ChainCheck, Conditions, DELIVERY_COLUMNS, Dialect,
-    ExistingFinding, FINDING_COLUMNS, FindingEvent, PagedQuery, REMEDIATION_COLUMNS, SESSION_SQL,
-    TOKEN_USE_INTERVAL, Tx, WAIVER_COLUMNS, apply_result, chain_audit, check_approval,
+    AUDIT_BATCH, Arg, AttemptColumns, CHANGE_MARKER_SQL, ChainCheck, Conditions, DELIVERY_COLUMNS,
+    Dialect, ExistingFinding, FINDING_COLUMNS, FindingEvent, PagedQuery, REMEDIATION_COLUMNS,
+    SESSION_SQL, TOKEN_USE_INTERVAL, Tx, WAIVER_COLUMNS, apply_result, chain_audit, check_approval,
     check_rejection, compliance_sql, count, db_err, expiry_audit, finding_conditions,
     findings_from, from_json, http_status, key_conditions, key_order, listed, migrate_err,
     new_delivery_id, open_findings_column, plan_findings, remediation_payload, run_status,
     stamp_due, subscribed, sync_failed_payload, to_i64, to_json, unwaived_open,
 };
 use super::{
-    AccountRow, ApplyResult, ApprovalRow, AuditEvent, AuditVerification, ClaimedDelivery,
-    DailySnapshot, DeliveryAttempt, DeliveryRow, FindingFilter, FindingRow, IamInventoryRow,
-    KeyFilter, KeyFingerprint, KeyRecord, KeyRow, KeySort, KeyUpdate, NewAuditEvent,
-    NewRemediation, NewSession, NewToken, NewWaiver, OutboxEvent, PolicyState, PolicyVersionRow,
-    RegionCompliance, RegionSync, RegionSyncOutcome, RemediationRow, SessionRow, Store, StoreError,
-    StoreResult, StoreStats, SyncRunFinish, SyncRunRow, TokenRow, WaiverRow, WaiverScope,
-    WebhookSubscription, events, remediation_state,
+    AccountRow, ApplyResult, ApprovalRow, AuditEvent, AuditVerification, ChangeMarker,
+    ClaimedDelivery, DailySnapshot, DeliveryAttempt, DeliveryRow, FindingFilter, FindingRow,
+    IamInventoryRow, KeyFilter, KeyFingerprint, KeyRecord, KeyRow, KeySort, KeyUpdate,
+    NewAuditEvent, NewRemediation, NewSession, NewToken, NewWaiver, OutboxEvent, PolicyState,
+    PolicyVersionRow, RegionCompliance, RegionSync, RegionSyncOutcome, RemediationRow, SessionRow,
+    Store, StoreError, StoreResult, StoreStats, SyncRunFinish, SyncRunRow, TokenRow, WaiverRow,
+    WaiverScope, WebhookSubscription, events, remediation_state,
 };
 use crate::clock::{Clock, SystemClock};
 use async_trait::async_trait;
@@ -731,6 +731,21 @@ async fn transition_in(
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn change_marker(&self, now: DateTime<Utc>) -> StoreResult<ChangeMarker> {
+        let row = sqlx::query(CHANGE_MARKER_SQL)
+            .bind(ts(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(ChangeMarker {
+            last_sync_run: get(&row, "last_sync_run")?,
+            running_sync_runs: count("running", get(&row, "running")?)?,
+            last_waiver: get(&row, "last_waiver")?,
+            revoked_waivers: count("revoked", get(&row, "revoked")?)?,
+            next_waiver_expiry: get(&row, "next_expiry")?,
+        })
+    }
+
     async fn audit_for_target(&self, target: &str, limit: u32) -> StoreResult<Vec<AuditEvent>> {
         sqlx::query(&format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE target = $1 ORDER BY id DESC LIMIT $2"

@@ -55,6 +55,8 @@ impl DashboardSettings {
 pub struct Dash {
     pub app: AppState,
     pub settings: Arc<DashboardSettings>,
+    /// The overview's aggregates over every key, kept while the store's change marker stays.
+    pub overview: Arc<overview::Cache>,
 }
 
 impl FromRef<Dash> for AppState {
@@ -77,7 +79,11 @@ impl Dash {
 
 /// The dashboard's routes, with their state applied.
 pub fn router(app: AppState, settings: Arc<DashboardSettings>) -> Router {
-    let dash = Dash { app, settings };
+    let dash = Dash {
+        app,
+        settings,
+        overview: Arc::default(),
+    };
     let pages = Router::new()
         .route("/", get(overview::page))
         .route("/keys", get(keys::list))

@@ -3,14 +3,14 @@
 use askama::Template;
 use axum::Extension;
 use axum::extract::State;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::BTreeMap;
 
 use super::Dash;
 use super::layout::{Layout, PageResult, percent, query, render, when, when_opt};
 use super::session::Viewer;
 use super::trend::trend_svg;
-use crate::store::{RegionCompliance, SyncRunRow};
+use crate::store::{ChangeMarker, RegionCompliance, Store, StoreResult, StoreStats, SyncRunRow};
 
 /// Days in the trend chart.
 pub const TREND_DAYS: u32 = 30;
@@ -100,14 +100,44 @@ fn region_row(r: RegionCompliance) -> RegionRow {
     }
 }
 
+/// The overview's figures over every key (stats and compliance per account·region), which take
+/// a scan of every live key and open finding, kept until the store's [`ChangeMarker`] moves: a
+/// sync run starts or ends, a waiver is created or revoked, or the next waiver expires. The
+/// marker comes from the database, so several replicas stay correct.
+#[derive(Default)]
+pub struct Cache {
+    figures: std::sync::Mutex<Option<(ChangeMarker, Figures)>>,
+}
+
+type Figures = (StoreStats, Vec<RegionCompliance>);
+
+impl Cache {
+    async fn figures(&self, store: &dyn Store, now: DateTime<Utc>) -> StoreResult<Figures> {
+        // The marker names the next waiver expiry after `now`, so it moves once one passes.
+        let marker = store.change_marker(now).await?;
+        if let Some((cached, figures)) = &*self.lock()
+            && *cached == marker
+        {
+            return Ok(figures.clone());
+        }
+        let figures = futures::try_join!(store.stats(), store.compliance_by_region())?;
+        *self.lock() = Some((marker, figures.clone()));
+        Ok(figures)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(ChangeMarker, Figures)>> {
+        // A panic elsewhere while holding it leaves at worst a stale copy: recomputed next time.
+        self.figures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// `GET /`.
 pub async fn page(State(dash): State<Dash>, Extension(viewer): Extension<Viewer>) -> PageResult {
     let store = &dash.app.store;
     let today = dash.app.clock.now().date_naive();
     let since = today - TimeDelta::days(i64::from(TREND_DAYS) - 1);
-    let (stats, regions, syncs, snapshots) = futures::try_join!(
-        store.stats(),
-        store.compliance_by_region(),
+    let ((stats, regions), syncs, snapshots) = futures::try_join!(
+        dash.overview.figures(store.as_ref(), dash.app.clock.now()),
         store.latest_sync_runs(),
         store.daily_snapshots(since),
     )?;
