@@ -106,10 +106,12 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
     })
 }
 
-/// How often pending and approved remediations past their expiry are expired.
+/// How often pending and approved remediations past their expiry are expired, and expired
+/// dashboard sessions deleted.
 const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Expires remediations at start-up and then every [`EXPIRY_INTERVAL`] until shutdown.
+/// Expires remediations and deletes expired dashboard sessions at start-up and then every
+/// [`EXPIRY_INTERVAL`] until shutdown.
 async fn expire_remediations(
     service: Arc<RemediationService>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -119,6 +121,16 @@ async fn expire_remediations(
             Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "remediations expired"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "expiring remediations failed"),
+        }
+        // Expired sessions are never honoured; this only keeps the table small.
+        match service
+            .store
+            .delete_expired_sessions(service.clock.now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(sessions = n, "expired dashboard sessions deleted"),
+            Err(e) => tracing::warn!(error = %e, "deleting expired sessions failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(EXPIRY_INTERVAL) => {}
