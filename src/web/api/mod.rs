@@ -25,6 +25,7 @@ use super::error::{ApiError, ApiJson, Problem};
 
 pub use access::SCOPE;
 pub use views::*;
+pub use waivers::{MAX_REASON_CHARS, MAX_WAIVER_MONTHS};
 
 /// The largest page a client may ask for.
 pub const MAX_LIMIT: u32 = 500;

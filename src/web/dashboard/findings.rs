@@ -20,11 +20,8 @@ use super::session::{Viewer, safe_next};
 use crate::store::{FindingFilter, FindingRow, NewAuditEvent, NewWaiver, WaiverScope};
 use crate::web::auth::Role;
 
-// The API's limits (`web::api::waivers`, private there): the same rules for both doors.
-/// The longest reason accepted, in characters.
-const MAX_REASON_CHARS: usize = 1000;
-/// How far ahead a waiver may expire.
-const MAX_WAIVER_MONTHS: u32 = 12;
+// The API's limits: the same rules for both doors.
+use crate::web::api::{MAX_REASON_CHARS, MAX_WAIVER_MONTHS};
 
 /// Findings per page.
 pub const PAGE_SIZE: u32 = 50;
