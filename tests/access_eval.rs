@@ -590,7 +590,7 @@ fn grants() {
         ]
     );
     assert_eq!(
-        t.principal(&role_arn("Batch")).unwrap().actions[0].reasons,
+        t.principal(&role_arn("Batch")).unwrap().actions[0].reasons[..],
         [Reason::Grant {
             grant_id: "g1".into()
         }]
@@ -858,7 +858,7 @@ fn reverse_view() {
             .map(|k| {
                 (
                     k.key_arn.rsplit('/').next().unwrap().to_string(),
-                    k.actions.iter().map(|a| a.action.clone()).collect(),
+                    k.actions.iter().map(|a| a.action.to_string()).collect(),
                 )
             })
             .collect();
@@ -966,4 +966,48 @@ fn decrypt_all_keys_detection() {
             (true, false)
         ]
     );
+}
+
+#[test]
+fn actions_reached_the_same_way_share_their_reasons() {
+    // kms:* through one identity statement: 44 actions, one list of reasons held once; the
+    // key-policy administrator statement adds its reason to the actions it names only.
+    let inv = inventory(vec![role(
+        "Ops",
+        &[&doc(&[&allow(r#""kms:*""#, r#""*""#)])],
+    )]);
+    let admin = format!(
+        r#"{{"Sid":"Admins","Effect":"Allow","Principal":{{"AWS":"{}"}},"Action":["kms:PutKeyPolicy","kms:DescribeKey"],"Resource":"*"}}"#,
+        role_arn("Ops")
+    );
+    let t = eval(&doc(&[ROOT_STATEMENT, &admin]), &inv);
+    let ops = t.principal(&role_arn("Ops")).unwrap();
+    assert_eq!(ops.actions.len(), 44);
+    let iam_only: Vec<&ActionAccess> = ops
+        .actions
+        .iter()
+        .filter(|a| a.action != "kms:PutKeyPolicy" && a.action != "kms:DescribeKey")
+        .collect();
+    assert_eq!(iam_only.len(), 42);
+    assert!(
+        iam_only
+            .iter()
+            .all(|a| std::sync::Arc::ptr_eq(&a.reasons, &iam_only[0].reasons))
+    );
+    assert_eq!(iam_only[0].reasons.len(), 2, "delegation + identity policy");
+    let named: Vec<&ActionAccess> = ops
+        .actions
+        .iter()
+        .filter(|a| a.action == "kms:PutKeyPolicy" || a.action == "kms:DescribeKey")
+        .collect();
+    assert_eq!(named.len(), 2);
+    assert!(std::sync::Arc::ptr_eq(&named[0].reasons, &named[1].reasons));
+    assert_eq!(
+        serde_json::to_value(&named[0].reasons[0]).unwrap(),
+        json!({"source": "key_policy", "statement_index": 1, "sid": "Admins"})
+    );
+    assert_eq!(named[0].reasons.len(), 3);
+    // The JSON is the same as with one list per action.
+    let json = serde_json::to_value(ops).unwrap();
+    assert_eq!(json["actions"][0]["reasons"], json["actions"][5]["reasons"]);
 }

@@ -3,13 +3,17 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use super::catalogue::{ActionMask, KMS_KEY_ACTIONS, grant_operation};
 use super::conditions::{CallerFacts, Decision, decide};
-use super::index::{AccessIndex, Boundary, Identity, IdentityKind};
+use super::identity::IdentityStatement;
+use super::index::{AccessIndex, Boundary, Identity, IdentityKind, Source};
 use super::table::{
-    AccessLevel, AccessTable, ActionAccess, PrincipalAccess, PrincipalType, Reason, StatementRef,
+    AccessLevel, AccessTable, ActionAccess, PrincipalAccess, PrincipalType, Reason, Reasons,
+    StatementRef,
 };
 use crate::policy::document::{Effect, InvalidPolicy, Policy, PrincipalKind, Statement};
 use crate::policy::matching::{
@@ -66,61 +70,90 @@ pub fn evaluate_access(input: &AccessInput<'_>) -> Result<AccessTable, AccessErr
     };
     let ctx = KeyContext::new(input, policy);
     let mut notes = ctx.notes.clone();
-    let mut principals: BTreeMap<String, PrincipalType> = BTreeMap::new();
-    if let Some(index) = ctx.index {
-        for id in &index.identities {
-            let ty = match id.kind {
-                IdentityKind::User => PrincipalType::User,
-                IdentityKind::Role => PrincipalType::Role,
-            };
-            principals.insert(id.arn.clone(), ty);
-        }
-    } else {
+    if ctx.index.is_none() {
         notes.push(format!(
             "The IAM inventory of account {} is not known: IAM users and roles are not listed and what IAM policies grant is unknown.",
             input.account_id
         ));
     }
+    // The principals the key policy and the grants name; the account's users and roles (sorted
+    // in the index already) are merged in below rather than inserted one by one.
+    let mut named: BTreeMap<String, PrincipalType> = BTreeMap::new();
     for st in policy.statements() {
         if st.principals.wildcard {
             if !st.principals.negated {
-                principals.insert("*".into(), PrincipalType::Anyone);
+                named.insert("*".into(), PrincipalType::Anyone);
             }
         } else if !st.principals.negated {
             for e in &st.principals.entries {
                 let (name, ty) = ctx.named(e.kind, &e.value);
-                principals.entry(name).or_insert(ty);
+                named.entry(name).or_insert(ty);
             }
         }
         // Allow + NotPrincipal admits everyone not listed.
         if st.principals.negated && st.effect == Effect::Allow {
-            principals.insert("*".into(), PrincipalType::Anyone);
+            named.insert("*".into(), PrincipalType::Anyone);
         }
     }
     for g in &ctx.grants {
         if let Some(grantee) = &g.grantee {
-            principals
+            named
                 .entry(grantee.clone())
                 .or_insert_with(|| classify(grantee));
         }
     }
-    let principals = principals
-        .into_iter()
-        .map(|(principal, ty)| {
+    let identities = ctx.index.map_or(&[][..], |i| i.identities.as_slice());
+    let mut principals = Vec::with_capacity(identities.len() + named.len());
+    let mut identities = identities.iter().peekable();
+    let mut named = named.into_iter().peekable();
+    loop {
+        // An identity named in the key policy too is listed once, as the identity.
+        let take_named = match (identities.peek(), named.peek()) {
+            (None, None) => break,
+            (Some(id), Some((name, _))) => match name.as_str().cmp(id.arn.as_str()) {
+                Ordering::Less => true,
+                Ordering::Equal => {
+                    named.next();
+                    false
+                }
+                Ordering::Greater => false,
+            },
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+        };
+        let row = if take_named {
+            let Some((principal, ty)) = named.next() else {
+                break;
+            };
             let caller = ctx.caller(&principal, ty);
-            let actions = ctx.evaluate(&caller);
             let notes = match (ty, caller.identity) {
                 (PrincipalType::User | PrincipalType::Role, Some(id)) => id.notes.clone(),
                 _ => Vec::new(),
             };
+            let actions = ctx.evaluate(&caller);
             PrincipalAccess {
                 principal,
                 principal_type: ty,
                 actions,
                 notes,
             }
-        })
-        .collect();
+        } else {
+            let Some(id) = identities.next() else {
+                break;
+            };
+            let ty = match id.kind {
+                IdentityKind::User => PrincipalType::User,
+                IdentityKind::Role => PrincipalType::Role,
+            };
+            PrincipalAccess {
+                principal: id.arn.clone(),
+                principal_type: ty,
+                actions: ctx.evaluate(&ctx.caller_of(&id.arn, ty, Some(id))),
+                notes: id.notes.clone(),
+            }
+        };
+        principals.push(row);
+    }
     Ok(AccessTable {
         key_arn: input.key_arn.to_string(),
         account_id: input.account_id.to_string(),
@@ -198,6 +231,18 @@ struct KeyStatement<'a> {
     allow: bool,
     actions: ActionMask,
     delegates: bool,
+    /// Its principal entries, account ids already written as root ARNs: compared with every
+    /// principal of the table, so normalised once per key rather than once per comparison.
+    principals: Vec<NamedPrincipal<'a>>,
+}
+
+/// One entry of a key-policy statement's `Principal` or `NotPrincipal`.
+struct NamedPrincipal<'a> {
+    kind: PrincipalKind,
+    /// The value; for `AWS` entries, an account id becomes its root ARN.
+    value: Cow<'a, str>,
+    /// An `AWS` entry that stands for everyone (`*`, or a wildcard account).
+    public: bool,
 }
 
 impl KeyStatement<'_> {
@@ -234,21 +279,103 @@ struct Caller<'a> {
     identity: Option<&'a Identity>,
 }
 
+/// Where a permission (or a Deny) comes from, before it is written out as a [`Reason`].
+#[derive(Clone, Copy)]
+enum Path<'p> {
+    KeyPolicy(&'p KeyStatement<'p>),
+    Delegation(&'p KeyStatement<'p>),
+    Grant(&'p CompiledGrant<'p>),
+    Identity(&'p Source, &'p IdentityStatement),
+    Boundary(&'p str, &'p IdentityStatement),
+}
+
+/// One path that reaches the caller: its actions and whether its conditions hold.
+#[derive(Clone, Copy)]
+struct Reach<'p> {
+    actions: ActionMask,
+    decision: Decision,
+    path: Path<'p>,
+}
+
+/// A [`Reach`] whose reason is in the caller's [`ReasonArena`].
+#[derive(Clone, Copy)]
+struct Found {
+    actions: ActionMask,
+    decision: Decision,
+    reason: usize,
+}
+
+/// The distinct reasons of one caller, and the shared lists built from them: actions reached
+/// through the same paths share one list.
+#[derive(Default)]
+struct ReasonArena {
+    all: Vec<Reason>,
+    lists: Vec<(Vec<usize>, Reasons)>,
+}
+
+impl ReasonArena {
+    fn add(&mut self, reason: Reason) -> usize {
+        match self.all.iter().position(|r| *r == reason) {
+            Some(i) => i,
+            None => {
+                self.all.push(reason);
+                self.all.len() - 1
+            }
+        }
+    }
+
+    fn list(&mut self, ids: &[usize]) -> Reasons {
+        // Neighbouring actions usually share their paths: the newest list is tried first, and
+        // the lists are a handful of small ids, compared inline.
+        let same =
+            |key: &[usize]| key.len() == ids.len() && key.iter().zip(ids).all(|(a, b)| a == b);
+        if let Some((_, list)) = self.lists.iter().rev().find(|(key, _)| same(key)) {
+            return list.clone();
+        }
+        let list: Reasons = ids.iter().map(|&i| self.all[i].clone()).collect();
+        self.lists.push((ids.to_vec(), list.clone()));
+        list
+    }
+}
+
 /// The paths that grant one action, while they are being gathered.
 #[derive(Default)]
 struct Gathered {
-    reasons: Vec<Reason>,
+    /// Into the caller's [`ReasonArena`], in order of first appearance.
+    reasons: Vec<usize>,
     /// Some path has no open condition.
     certain: bool,
     /// Some path exists.
     any: bool,
 }
 
+impl Gathered {
+    fn clear(&mut self) {
+        self.reasons.clear();
+        self.certain = false;
+        self.any = false;
+    }
+
+    fn add(&mut self, reasons: &[usize], certain: bool) {
+        self.any = true;
+        self.certain |= certain;
+        for &r in reasons {
+            if !self.reasons.contains(&r) {
+                self.reasons.push(r);
+            }
+        }
+    }
+}
+
 /// What the boundary says about one action.
+#[derive(Clone, Copy)]
 enum BoundaryVerdict {
     NotSet,
     Blocks,
-    Allows { certain: bool, reasons: Vec<Reason> },
+    /// Allowed; the reasons are in the action's boundary list.
+    Allows {
+        certain: bool,
+    },
 }
 
 impl<'a> KeyContext<'a> {
@@ -273,6 +400,23 @@ impl<'a> KeyContext<'a> {
                 allow: st.effect == Effect::Allow,
                 actions: ActionMask::granted_by(&st.actions.patterns, st.actions.negated),
                 delegates: delegation_of(st, input.account_id),
+                principals: st
+                    .principals
+                    .entries
+                    .iter()
+                    .map(|e| match e.kind {
+                        PrincipalKind::Aws => NamedPrincipal {
+                            kind: e.kind,
+                            value: normalise_aws(&e.value, partition),
+                            public: is_public_aws_principal(&e.value),
+                        },
+                        _ => NamedPrincipal {
+                            kind: e.kind,
+                            value: Cow::Borrowed(&e.value),
+                            public: false,
+                        },
+                    })
+                    .collect(),
             })
             .filter(|s| !s.actions.is_empty())
             .collect();
@@ -314,7 +458,7 @@ impl<'a> KeyContext<'a> {
                 grantee: g
                     .grantee_principal
                     .as_deref()
-                    .map(|p| normalise_aws(p, partition)),
+                    .map(|p| normalise_aws(p, partition).into_owned()),
                 actions,
             });
         }
@@ -330,7 +474,7 @@ impl<'a> KeyContext<'a> {
     }
 
     fn normalise_aws(&self, value: &str) -> String {
-        normalise_aws(value, self.partition)
+        normalise_aws(value, self.partition).into_owned()
     }
 
     /// The table name and type of a principal entry of the key policy.
@@ -354,6 +498,16 @@ impl<'a> KeyContext<'a> {
             }
             _ => None,
         };
+        self.caller_of(arn, ty, identity)
+    }
+
+    /// A caller whose identity in the index is already known.
+    fn caller_of<'c>(
+        &'c self,
+        arn: &'c str,
+        ty: PrincipalType,
+        identity: Option<&'c Identity>,
+    ) -> Caller<'c> {
         let account = match ty {
             PrincipalType::Account
             | PrincipalType::User
@@ -397,22 +551,19 @@ impl<'a> KeyContext<'a> {
     /// True when a key-policy statement's principal block covers the caller. Denies also cover
     /// the principals of a named account and the sessions of a named role, because a Deny
     /// restricts whoever the named principal stands for.
-    fn covers_caller(&self, st: &Statement, caller: &Caller<'_>, deny: bool) -> bool {
-        let matches_entry = |kind: PrincipalKind, value: &str, generous: bool| -> bool {
-            match kind {
+    fn covers_caller(&self, ks: &KeyStatement<'_>, caller: &Caller<'_>, deny: bool) -> bool {
+        let matches_entry = |p: &NamedPrincipal<'_>, generous: bool| -> bool {
+            let value = p.value.as_ref();
+            match p.kind {
                 PrincipalKind::Aws => {
-                    if is_public_aws_principal(value) {
-                        return true;
-                    }
-                    let value = self.normalise_aws(value);
-                    if value == caller.arn {
+                    if p.public || value == caller.arn {
                         return true;
                     }
                     if !generous {
                         return false;
                     }
                     let account = caller.facts.account.unwrap_or("");
-                    (!account.is_empty() && is_root_arn_of(&value, account))
+                    (!account.is_empty() && is_root_arn_of(value, account))
                         || (caller.ty == PrincipalType::AssumedRole
                             && (caller.identity.is_some_and(|i| i.arn == value)
                                 || session_to_role_arn(caller.arn) == value))
@@ -428,62 +579,96 @@ impl<'a> KeyContext<'a> {
                 }
             }
         };
-        if st.principals.negated {
+        if ks.st.principals.negated {
             // NotPrincipal: everyone except the listed, read generously (whoever a listed
             // principal stands for is excluded) so that a guardrail is never over-applied.
-            let excluded = st
-                .principals
-                .entries
-                .iter()
-                .any(|e| matches_entry(e.kind, &e.value, true));
-            return !excluded;
+            return !ks.principals.iter().any(|p| matches_entry(p, true));
         }
-        st.principals.wildcard
-            || st
-                .principals
-                .entries
-                .iter()
-                .any(|e| matches_entry(e.kind, &e.value, deny))
+        ks.st.principals.wildcard || ks.principals.iter().any(|p| matches_entry(p, deny))
     }
 
     /// True when the statement names the caller itself (not through `*`).
-    fn names_explicitly(&self, st: &Statement, caller: &Caller<'_>) -> bool {
-        !st.principals.negated
-            && st
-                .principals
-                .aws()
-                .any(|v| !is_public_aws_principal(v) && self.normalise_aws(v) == caller.arn)
+    fn names_explicitly(&self, ks: &KeyStatement<'_>, caller: &Caller<'_>) -> bool {
+        !ks.st.principals.negated
+            && ks.principals.iter().any(|p| {
+                p.kind == PrincipalKind::Aws && !p.public && p.value.as_ref() == caller.arn
+            })
+    }
+
+    /// The reason a path gives, with its condition when the condition is open.
+    fn reason(&self, path: Path<'_>, decision: Decision) -> Reason {
+        let open = decision == Decision::Open;
+        match path {
+            Path::KeyPolicy(ks) => Reason::KeyPolicy {
+                statement_index: ks.st.index,
+                sid: ks.st.sid.clone(),
+                condition: open.then(|| ks.condition()).flatten(),
+            },
+            Path::Delegation(ks) => Reason::Delegation {
+                statement_index: ks.st.index,
+                sid: ks.st.sid.clone(),
+                condition: open.then(|| ks.condition()).flatten(),
+            },
+            Path::Grant(grant) => Reason::Grant {
+                grant_id: grant.id.to_string(),
+            },
+            Path::Identity(source, st) => Reason::IdentityPolicy {
+                policy: source.policy.clone(),
+                via: source.via.clone(),
+                statement_index: st.index,
+                sid: st.sid.clone(),
+                condition: if open {
+                    st.condition_json.clone()
+                } else {
+                    None
+                },
+            },
+            Path::Boundary(policy, st) => Reason::Boundary {
+                policy: policy.to_string(),
+                statement_index: Some(st.index),
+                sid: st.sid.clone(),
+                condition: if open {
+                    st.condition_json.clone()
+                } else {
+                    None
+                },
+            },
+        }
     }
 
     fn evaluate(&self, caller: &Caller<'_>) -> Vec<ActionAccess> {
-        // Key-policy Allows and Denies that reach the caller.
+        // First only what reaches the caller (no reasons are written yet: most identities of an
+        // account reach no key action, and their rows must cost next to nothing).
         let mut direct = Vec::new();
         let mut denies = Vec::new();
         for ks in &self.statements {
-            if !self.covers_caller(ks.st, caller, !ks.allow) {
+            if !self.covers_caller(ks, caller, !ks.allow) {
                 continue;
             }
             let decision = decide(&ks.st.conditions, &caller.facts);
             if decision == Decision::Fails {
                 continue;
             }
-            let reason = Reason::KeyPolicy {
-                statement_index: ks.st.index,
-                sid: ks.st.sid.clone(),
-                condition: (decision == Decision::Open)
-                    .then(|| ks.condition())
-                    .flatten(),
+            let reach = Reach {
+                actions: ks.actions,
+                decision,
+                path: Path::KeyPolicy(ks),
             };
             if ks.allow {
-                direct.push((ks, decision, reason));
+                direct.push(reach);
             } else {
-                denies.push((ks.actions, decision, reason));
+                denies.push(reach);
             }
         }
-        let grants: Vec<&CompiledGrant<'_>> = self
+        let grants: Vec<Reach<'_>> = self
             .grants
             .iter()
             .filter(|g| g.grantee.as_deref() == Some(caller.arn))
+            .map(|g| Reach {
+                actions: g.actions,
+                decision: Decision::Holds,
+                path: Path::Grant(g),
+            })
             .collect();
 
         // Identity policies: Denies always apply (an explicit Deny anywhere wins); Allows only
@@ -500,17 +685,11 @@ impl<'a> KeyContext<'a> {
                 for ks in self.statements.iter().filter(|s| s.delegates) {
                     let decision = decide(&ks.st.conditions, &caller.facts);
                     if decision != Decision::Fails {
-                        delegation.push((
-                            ks.actions,
+                        delegation.push(Reach {
+                            actions: ks.actions,
                             decision,
-                            Reason::Delegation {
-                                statement_index: ks.st.index,
-                                sid: ks.st.sid.clone(),
-                                condition: (decision == Decision::Open)
-                                    .then(|| ks.condition())
-                                    .flatten(),
-                            },
-                        ));
+                            path: Path::Delegation(ks),
+                        });
                     }
                 }
             }
@@ -525,21 +704,15 @@ impl<'a> KeyContext<'a> {
                     if decision == Decision::Fails {
                         continue;
                     }
-                    let reason = Reason::IdentityPolicy {
-                        policy: source.policy.clone(),
-                        via: source.via.clone(),
-                        statement_index: st.index,
-                        sid: st.sid.clone(),
-                        condition: if decision == Decision::Open {
-                            st.condition_json.clone()
-                        } else {
-                            None
-                        },
+                    let reach = Reach {
+                        actions: st.actions,
+                        decision,
+                        path: Path::Identity(source, st),
                     };
                     if st.allow {
-                        identity_allows.push((st.actions, decision, reason));
+                        identity_allows.push(reach);
                     } else {
-                        denies.push((st.actions, decision, reason));
+                        denies.push(reach);
                     }
                 }
             }
@@ -553,186 +726,169 @@ impl<'a> KeyContext<'a> {
                     if decision == Decision::Fails {
                         continue;
                     }
-                    let reason = Reason::Boundary {
-                        policy: policy.clone(),
-                        statement_index: Some(st.index),
-                        sid: st.sid.clone(),
-                        condition: if decision == Decision::Open {
-                            st.condition_json.clone()
-                        } else {
-                            None
-                        },
+                    let reach = Reach {
+                        actions: st.actions,
+                        decision,
+                        path: Path::Boundary(policy, st),
                     };
                     if st.allow {
-                        boundary_allows.push((st.actions, decision, reason));
+                        boundary_allows.push(reach);
                     } else {
-                        denies.push((st.actions, decision, reason));
+                        denies.push(reach);
                     }
                 }
             }
         }
 
-        let union = |list: &[(ActionMask, Decision, Reason)]| {
+        let union = |list: &[Reach<'_>]| {
             list.iter()
-                .fold(ActionMask::EMPTY, |m, (a, _, _)| m.union(*a))
+                .fold(ActionMask::EMPTY, |m, r| m.union(r.actions))
         };
-        let direct_mask = direct
-            .iter()
-            .fold(ActionMask::EMPTY, |m, (ks, _, _)| m.union(ks.actions));
-        let grant_mask = grants
-            .iter()
-            .fold(ActionMask::EMPTY, |m, g| m.union(g.actions));
         let iam_mask = union(&delegation).intersect(union(&identity_allows));
-        let candidates = direct_mask.union(grant_mask).union(iam_mask);
+        let candidates = union(&direct).union(union(&grants)).union(iam_mask);
         if candidates.is_empty() {
             return Vec::new();
         }
 
-        let boundary_for = |action: ActionMask| -> BoundaryVerdict {
-            match caller.identity.map(|i| &i.boundary) {
-                None | Some(Boundary::None) => BoundaryVerdict::NotSet,
-                Some(Boundary::Unknown(policy)) => BoundaryVerdict::Allows {
-                    certain: false,
-                    reasons: vec![Reason::Boundary {
-                        policy: policy.clone(),
-                        statement_index: None,
-                        sid: None,
-                        condition: None,
-                    }],
-                },
-                Some(Boundary::Policy { .. }) => {
-                    let hits: Vec<_> = boundary_allows
-                        .iter()
-                        .filter(|(a, _, _)| a.contains(action))
-                        .collect();
-                    if hits.is_empty() {
-                        BoundaryVerdict::Blocks
-                    } else {
-                        BoundaryVerdict::Allows {
-                            certain: hits.iter().any(|(_, d, _)| *d == Decision::Holds),
-                            reasons: hits.into_iter().map(|(_, _, r)| r.clone()).collect(),
-                        }
-                    }
-                }
-            }
+        // Now the reasons, each written once for the caller.
+        let mut arena = ReasonArena::default();
+        let mut found = |list: &[Reach<'_>]| -> Vec<Found> {
+            list.iter()
+                .map(|r| Found {
+                    actions: r.actions,
+                    decision: r.decision,
+                    reason: arena.add(self.reason(r.path, r.decision)),
+                })
+                .collect()
+        };
+        // A key policy naming a role ARN is still limited by the role's boundary; one naming a
+        // user or a session is not (IAM policy evaluation logic, same account).
+        let direct: Vec<(Found, bool)> = found(&direct)
+            .into_iter()
+            .zip(&direct)
+            .map(|(f, r)| {
+                let limited = caller.ty == PrincipalType::Role
+                    && matches!(r.path, Path::KeyPolicy(ks) if self.names_explicitly(ks, caller));
+                (f, limited)
+            })
+            .collect();
+        let grants = found(&grants);
+        let delegation = found(&delegation);
+        let identity_allows = found(&identity_allows);
+        let boundary_allows = found(&boundary_allows);
+        let denies = found(&denies);
+        let unknown_boundary = match caller.identity.map(|i| &i.boundary) {
+            Some(Boundary::Unknown(policy)) => Some(arena.add(Reason::Boundary {
+                policy: policy.clone(),
+                statement_index: None,
+                sid: None,
+                condition: None,
+            })),
+            _ => None,
         };
 
-        let mut out = Vec::new();
-        for i in candidates.indexes() {
+        let mut out = Vec::with_capacity(candidates.0.count_ones() as usize);
+        let mut g = Gathered::default();
+        let mut open_denies: Vec<usize> = Vec::new();
+        let mut boundary_reasons: Vec<usize> = Vec::new();
+        let mut iam_reasons: Vec<usize> = Vec::new();
+        'actions: for i in candidates.indexes() {
             let action = ActionMask(1 << i);
-            let applicable_denies: Vec<_> = denies
-                .iter()
-                .filter(|(a, _, _)| a.contains(action))
-                .collect();
-            if applicable_denies
-                .iter()
-                .any(|(_, d, _)| *d == Decision::Holds)
-            {
-                continue;
+            open_denies.clear();
+            for d in denies.iter().filter(|d| d.actions.contains(action)) {
+                if d.decision == Decision::Holds {
+                    continue 'actions;
+                }
+                open_denies.push(d.reason);
             }
-            let boundary = boundary_for(action);
-            let mut g = Gathered::default();
-            for (ks, decision, reason) in &direct {
-                if !ks.actions.contains(action) {
+            boundary_reasons.clear();
+            let boundary = match caller.identity.map(|i| &i.boundary) {
+                None | Some(Boundary::None) => BoundaryVerdict::NotSet,
+                Some(Boundary::Unknown(_)) => {
+                    boundary_reasons.extend(unknown_boundary);
+                    BoundaryVerdict::Allows { certain: false }
+                }
+                Some(Boundary::Policy { .. }) => {
+                    let mut certain = false;
+                    for b in boundary_allows
+                        .iter()
+                        .filter(|b| b.actions.contains(action))
+                    {
+                        certain |= b.decision == Decision::Holds;
+                        boundary_reasons.push(b.reason);
+                    }
+                    if boundary_reasons.is_empty() {
+                        BoundaryVerdict::Blocks
+                    } else {
+                        BoundaryVerdict::Allows { certain }
+                    }
+                }
+            };
+            g.clear();
+            for (d, limited) in &direct {
+                if !d.actions.contains(action) {
                     continue;
                 }
-                // A key policy naming a role ARN is still limited by the role's boundary; one
-                // naming a user or a session is not (IAM policy evaluation logic, same account).
-                let mut certain = *decision == Decision::Holds;
-                let mut reasons = vec![reason.clone()];
-                if caller.ty == PrincipalType::Role && self.names_explicitly(ks.st, caller) {
-                    match &boundary {
-                        BoundaryVerdict::Blocks => continue,
-                        BoundaryVerdict::Allows {
-                            certain: c,
-                            reasons: r,
-                        } => {
-                            certain &= c;
-                            reasons.extend(r.iter().cloned());
-                        }
-                        BoundaryVerdict::NotSet => {}
+                let certain = d.decision == Decision::Holds;
+                match (limited, boundary) {
+                    (true, BoundaryVerdict::Blocks) => {}
+                    (true, BoundaryVerdict::Allows { certain: c }) => {
+                        g.add(&[d.reason], certain && c);
+                        g.add(&boundary_reasons, certain && c);
                     }
+                    _ => g.add(&[d.reason], certain),
                 }
-                g.add(reasons, certain);
             }
-            for grant in &grants {
-                if grant.actions.contains(action) {
-                    g.add(
-                        vec![Reason::Grant {
-                            grant_id: grant.id.to_string(),
-                        }],
-                        true,
-                    );
-                }
+            for grant in grants.iter().filter(|g| g.actions.contains(action)) {
+                g.add(&[grant.reason], true);
             }
             if iam_mask.contains(action) && !matches!(boundary, BoundaryVerdict::Blocks) {
-                let mut reasons = Vec::new();
-                let mut deleg_certain = false;
-                for (a, d, r) in &delegation {
-                    if a.contains(action) {
-                        deleg_certain |= *d == Decision::Holds;
-                        reasons.push(r.clone());
-                    }
+                iam_reasons.clear();
+                let mut delegation_certain = false;
+                for d in delegation.iter().filter(|d| d.actions.contains(action)) {
+                    delegation_certain |= d.decision == Decision::Holds;
+                    iam_reasons.push(d.reason);
                 }
-                let mut id_certain = false;
-                for (a, d, r) in &identity_allows {
-                    if a.contains(action) {
-                        id_certain |= *d == Decision::Holds;
-                        reasons.push(r.clone());
-                    }
-                }
-                let mut certain = deleg_certain && id_certain;
-                if let BoundaryVerdict::Allows {
-                    certain: c,
-                    reasons: r,
-                } = boundary
+                let mut identity_certain = false;
+                for a in identity_allows
+                    .iter()
+                    .filter(|a| a.actions.contains(action))
                 {
-                    certain &= c;
-                    reasons.extend(r);
+                    identity_certain |= a.decision == Decision::Holds;
+                    iam_reasons.push(a.reason);
                 }
-                g.add(reasons, certain);
+                let mut certain = delegation_certain && identity_certain;
+                if let BoundaryVerdict::Allows { certain: c } = boundary {
+                    certain &= c;
+                    iam_reasons.extend_from_slice(&boundary_reasons);
+                }
+                g.add(&iam_reasons, certain);
             }
             if !g.any {
                 continue;
             }
-            let open_denies: Vec<Reason> = applicable_denies
-                .into_iter()
-                .map(|(_, _, r)| r.clone())
-                .collect();
             let (name, group) = KMS_KEY_ACTIONS[i];
             out.push(ActionAccess {
-                action: name.to_string(),
+                action: Cow::Borrowed(name),
                 group,
                 access: if g.certain && open_denies.is_empty() {
                     AccessLevel::Allowed
                 } else {
                     AccessLevel::Conditional
                 },
-                reasons: g.reasons,
-                denies: open_denies,
+                reasons: arena.list(&g.reasons),
+                denies: arena.list(&open_denies),
             });
         }
         out
     }
 }
 
-impl Gathered {
-    fn add(&mut self, reasons: Vec<Reason>, certain: bool) {
-        self.any = true;
-        self.certain |= certain;
-        for r in reasons {
-            if !self.reasons.contains(&r) {
-                self.reasons.push(r);
-            }
-        }
-    }
-}
-
 /// Bare account ids become the account's root ARN, so each principal has one name.
-fn normalise_aws(value: &str, partition: &str) -> String {
+fn normalise_aws<'v>(value: &'v str, partition: &str) -> Cow<'v, str> {
     if is_account_id(value) {
-        format!("arn:{partition}:iam::{value}:root")
+        Cow::Owned(format!("arn:{partition}:iam::{value}:root"))
     } else {
-        value.to_string()
+        Cow::Borrowed(value)
     }
 }

@@ -47,7 +47,7 @@ pub fn impact(before: &AccessTable, after: &AccessTable) -> AccessImpact {
         p.map(|p| {
             p.actions
                 .iter()
-                .map(|a| (a.action.clone(), (a.group, a.access)))
+                .map(|a| (a.action.to_string(), (a.group, a.access)))
                 .collect()
         })
         .unwrap_or_default()

@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::catalogue::ActionGroup;
 
@@ -84,7 +86,7 @@ pub enum AccessLevel {
 }
 
 /// One policy statement or grant that contributes to an entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
 pub enum Reason {
     /// A key-policy statement that names the principal (or `*`).
@@ -127,19 +129,28 @@ pub enum Reason {
     Grant { grant_id: String },
 }
 
+/// Reasons shared by every action they apply to: a principal with `kms:*` through one statement
+/// holds that statement once, not once per action (building tables for a thousand keys is
+/// otherwise mostly copying reasons).
+pub type Reasons = Arc<[Reason]>;
+
 /// One KMS action a principal has on the key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionAccess {
-    /// `kms:Decrypt`, as the catalogue spells it.
-    pub action: String,
+    /// `kms:Decrypt`, as the catalogue spells it (borrowed from it when evaluated).
+    pub action: Cow<'static, str>,
     pub group: ActionGroup,
     pub access: AccessLevel,
     /// Everything that allows it.
-    pub reasons: Vec<Reason>,
+    pub reasons: Reasons,
     /// Deny statements with open conditions that might remove it (unconditional Denies remove
     /// the action from the table instead).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub denies: Vec<Reason>,
+    #[serde(default, skip_serializing_if = "no_reasons")]
+    pub denies: Reasons,
+}
+
+fn no_reasons(reasons: &Reasons) -> bool {
+    reasons.is_empty()
 }
 
 /// One principal and what it can do with the key.

@@ -183,13 +183,13 @@ fn actions_view(actions: &[ActionAccess]) -> ActionsView {
             continue;
         }
         for a in &of_group {
-            for r in &a.reasons {
+            for r in a.reasons.iter() {
                 let groups = why.entry(ReasonView::from(r)).or_default();
                 if !groups.contains(&group) {
                     groups.push(group);
                 }
             }
-            for d in &a.denies {
+            for d in a.denies.iter() {
                 let d = ReasonView::from(d);
                 if !denies.contains(&d) {
                     denies.push(d);
@@ -204,7 +204,7 @@ fn actions_view(actions: &[ActionAccess]) -> ActionsView {
                     let is_conditional = a.access == AccessLevel::Conditional;
                     conditional += usize::from(is_conditional);
                     ActionView {
-                        action: a.action.clone(),
+                        action: a.action.to_string(),
                         conditional: is_conditional,
                     }
                 })
