@@ -6,14 +6,14 @@ mod db;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use keyward::store::{
-    AccountRow, ApplyResult, ApprovalRow, AuditEvent, DeliveryAttempt, FindingFilter, FindingRow,
-    GrantRecord, IamInventoryRow, KeyFilter, KeyRecord, KeyRow, KeySort, KeyUpdate, NewAuditEvent,
-    NewFinding, NewRemediation, NewSession, NewToken, NewWaiver, OutboxEvent, PolicyState,
-    RegionCompliance, RegionSync, RegionSyncOutcome, SessionRow, Store, StoreError, StoreStats,
-    SyncRunFinish, WaiverScope, WebhookSubscription, audit_hash,
+    AccountRow, ApplyResult, ApprovalRow, AuditEvent, ComplianceFigures, DeliveryAttempt,
+    FindingFilter, FindingRow, GrantRecord, IamInventoryRow, KeyFilter, KeyRecord, KeyRow, KeySort,
+    KeyUpdate, NewAuditEvent, NewFinding, NewRemediation, NewSession, NewToken, NewWaiver,
+    OutboxEvent, PolicyState, RegionCompliance, RegionSync, RegionSyncOutcome, SessionRow, Store,
+    StoreError, StoreStats, SyncRunFinish, WaiverScope, WebhookSubscription, audit_hash,
 };
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 const ACCOUNT: &str = "111122223333";
@@ -3859,6 +3859,8 @@ contract! {
         account_waiver_covers_every_key_of_the_account,
         failed_sync_writes_no_events,
         change_marker_moves_with_runs_and_waivers,
+        open_findings_belong_to_live_keys,
+        compliance_figures_subtract_active_waivers,
     ],
     replicas: [
         concurrent_claims_have_one_winner,
@@ -4395,4 +4397,403 @@ async fn change_marker_moves_with_runs_and_waivers(db: &db::TestDb) {
         (revoked.revoked_waivers, revoked.next_waiver_expiry),
         (1, None)
     );
+}
+
+// ---- compliance figures --------------------------------------------------------------------
+
+/// The compliance figures as the per-row reads see them: every live key with its open-finding
+/// count (waived ones left out), every open finding with its status (`waived` when covered).
+async fn figures_from_rows(store: &dyn Store) -> ComplianceFigures {
+    let keys = store.list_keys(false).await.expect("keys");
+    let findings = store.list_findings(false).await.expect("findings");
+    let mut regions: BTreeMap<(String, String), RegionCompliance> = BTreeMap::new();
+    for k in &keys {
+        let r = regions
+            .entry((k.key.account_id.clone(), k.key.region.clone()))
+            .or_insert_with(|| RegionCompliance {
+                account_id: k.key.account_id.clone(),
+                region: k.key.region.clone(),
+                keys: 0,
+                compliant_keys: 0,
+                open_findings: 0,
+                delegating_keys: 0,
+            });
+        r.keys += 1;
+        r.compliant_keys += u64::from(k.open_findings == 0);
+        r.open_findings += k.open_findings;
+    }
+    let unwaived = || findings.iter().filter(|f| f.status == "open");
+    let delegating: BTreeSet<(&str, &str, &str)> = unwaived()
+        .filter(|f| f.rule_id == "KMS-DELEGATION")
+        .map(|f| (f.account_id.as_str(), f.region.as_str(), f.key_arn.as_str()))
+        .collect();
+    for (account, region, _) in delegating {
+        regions
+            .get_mut(&(account.to_string(), region.to_string()))
+            .expect("an open finding belongs to a live key")
+            .delegating_keys += 1;
+    }
+    let mut by_rule: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for f in unwaived() {
+        *by_rule
+            .entry((f.rule_id.clone(), f.severity.clone()))
+            .or_default() += 1;
+    }
+    let regions: Vec<RegionCompliance> = regions.into_values().collect();
+    ComplianceFigures {
+        stats: StoreStats {
+            keys_compliant: regions.iter().map(|r| r.compliant_keys).sum(),
+            keys_noncompliant: regions.iter().map(|r| r.keys - r.compliant_keys).sum(),
+            open_findings: by_rule
+                .into_iter()
+                .map(|((rule, severity), n)| (rule, severity, n))
+                .collect(),
+        },
+        regions,
+    }
+}
+
+/// How many rows of `table` match `condition`, counted behind the store's back: a no-op update
+/// of `column`, since [`db::TestDb::execute`] reports the rows it changed.
+async fn rows_where(db: &db::TestDb, table: &str, column: &str, condition: &str) -> u64 {
+    db.execute(&format!(
+        "UPDATE {table} SET {column} = {column} WHERE {condition}"
+    ))
+    .await
+}
+
+/// The figures equal what the per-row reads say, and what they rest on holds: no open finding
+/// of a deleted key, findings carrying their key's account and region, keys carrying the counts
+/// of their open findings.
+async fn assert_figures_agree(db: &db::TestDb) -> ComplianceFigures {
+    let store = db.store();
+    let figures = store.compliance_figures().await.expect("figures");
+    assert_eq!(figures, figures_from_rows(store).await);
+    assert_eq!(store.stats().await.expect("stats"), figures.stats);
+    assert_eq!(
+        store.compliance_by_region().await.expect("regions"),
+        figures.regions
+    );
+    let deleted_open = rows_where(
+        db,
+        "findings",
+        "ticket",
+        "status = 'open' AND key_arn IN (SELECT arn FROM keys WHERE deleted_at IS NOT NULL)",
+    )
+    .await;
+    assert_eq!(deleted_open, 0, "open findings of deleted keys");
+    let elsewhere = rows_where(
+        db,
+        "findings",
+        "ticket",
+        "account_id <> (SELECT k.account_id FROM keys k WHERE k.arn = findings.key_arn) \
+         OR region <> (SELECT k.region FROM keys k WHERE k.arn = findings.key_arn)",
+    )
+    .await;
+    assert_eq!(
+        elsewhere, 0,
+        "findings not in their key's account and region"
+    );
+    let miscounted = rows_where(
+        db,
+        "keys",
+        "last_seen",
+        "open_count <> (SELECT COUNT(*) FROM findings f \
+             WHERE f.key_arn = keys.arn AND f.status = 'open') \
+         OR delegation_count <> (SELECT COUNT(*) FROM findings f \
+             WHERE f.key_arn = keys.arn AND f.status = 'open' AND f.rule_id = 'KMS-DELEGATION')",
+    )
+    .await;
+    assert_eq!(miscounted, 0, "keys whose open-finding counts are off");
+    figures
+}
+
+fn compliance(
+    account: &str,
+    region: &str,
+    keys: u64,
+    compliant_keys: u64,
+    open_findings: u64,
+    delegating_keys: u64,
+) -> RegionCompliance {
+    RegionCompliance {
+        account_id: account.into(),
+        region: region.into(),
+        keys,
+        compliant_keys,
+        open_findings,
+        delegating_keys,
+    }
+}
+
+async fn open_findings_belong_to_live_keys(db: &db::TestDb) {
+    let store = db.store();
+    assert_eq!(assert_figures_agree(db).await, ComplianceFigures::default());
+    let (a, b, c) = (key("a"), key("b"), key("c"));
+    let all = [a.arn.clone(), b.arn.clone(), c.arn.clone()];
+    store
+        .apply_region_sync(&region_sync(
+            t(0),
+            &all,
+            true,
+            vec![
+                update(
+                    a.clone(),
+                    readable("A"),
+                    vec![finding("KMS-DELEGATION", "0"), finding("KMS-PUBLIC", "1")],
+                ),
+                update(
+                    b.clone(),
+                    readable("B"),
+                    vec![
+                        finding("KMS-DELEGATION", "0"),
+                        finding("KMS-DELEGATION", "1"),
+                    ],
+                ),
+                update(c.clone(), readable("C"), vec![]),
+            ],
+        ))
+        .await
+        .expect("first sync");
+    let mut x = key_in("us-east-1", "x");
+    x.account_id = OTHER_ACCOUNT.into();
+    x.arn = format!("arn:aws:kms:us-east-1:{OTHER_ACCOUNT}:key/x");
+    let mut other = region_sync(
+        t(0),
+        std::slice::from_ref(&x.arn),
+        true,
+        vec![update(
+            x.clone(),
+            readable("X"),
+            vec![finding("KMS-ROTATION-DISABLED", "key")],
+        )],
+    );
+    other.account_id = OTHER_ACCOUNT.into();
+    other.region = "us-east-1".into();
+    store
+        .apply_region_sync(&other)
+        .await
+        .expect("other account");
+    assert_eq!(
+        assert_figures_agree(db).await.regions,
+        vec![
+            compliance(ACCOUNT, REGION, 3, 1, 4, 2),
+            compliance(OTHER_ACCOUNT, "us-east-1", 1, 0, 1, 0),
+        ]
+    );
+
+    // A complete listing without b deletes it, and resolves its open findings with it.
+    store
+        .apply_region_sync(&region_sync(
+            t(60),
+            &[a.arn.clone(), c.arn.clone()],
+            true,
+            vec![],
+        ))
+        .await
+        .expect("b deleted");
+    assert!(
+        findings_of(store, &b.arn)
+            .await
+            .iter()
+            .all(|f| f.status == "resolved")
+    );
+    assert_eq!(
+        assert_figures_agree(db).await.regions,
+        vec![
+            compliance(ACCOUNT, REGION, 2, 1, 2, 1),
+            compliance(OTHER_ACCOUNT, "us-east-1", 1, 0, 1, 0),
+        ]
+    );
+
+    // b comes back: one finding reopens in place, one is new; a loses its delegation.
+    store
+        .apply_region_sync(&region_sync(
+            t(120),
+            &all,
+            true,
+            vec![
+                update(
+                    b.clone(),
+                    readable("B2"),
+                    vec![finding("KMS-DELEGATION", "1"), finding("KMS-PUBLIC", "0")],
+                ),
+                update(a.clone(), readable("A2"), vec![finding("KMS-PUBLIC", "1")]),
+            ],
+        ))
+        .await
+        .expect("b revived");
+    assert_eq!(
+        store
+            .list_keys(false)
+            .await
+            .expect("keys")
+            .iter()
+            .map(|k| k.key.key_id.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b", "c", "x"]
+    );
+    assert_eq!(
+        assert_figures_agree(db).await.regions,
+        vec![
+            compliance(ACCOUNT, REGION, 3, 1, 3, 1),
+            compliance(OTHER_ACCOUNT, "us-east-1", 1, 0, 1, 0),
+        ]
+    );
+
+    // An incomplete listing deletes nothing; a complete one of an empty region deletes all.
+    store
+        .apply_region_sync(&region_sync(t(180), &[], false, vec![]))
+        .await
+        .expect("partial listing");
+    assert_eq!(assert_figures_agree(db).await.stats.keys_noncompliant, 3);
+    store
+        .apply_region_sync(&region_sync(t(240), &[], true, vec![]))
+        .await
+        .expect("every key gone");
+    assert_eq!(
+        assert_figures_agree(db).await.regions,
+        vec![compliance(OTHER_ACCOUNT, "us-east-1", 1, 0, 1, 0)]
+    );
+}
+
+async fn compliance_figures_subtract_active_waivers(db: &db::TestDb) {
+    let store = db.store();
+    // a: KMS-DELEGATION and KMS-PUBLIC; b: KMS-DELEGATION; at t(1000).
+    let (a_deleg, a_public, b_deleg) = seed_waivable(db).await;
+    // c, in another account, with the same rule: no waiver of this account covers it.
+    let mut c = key("c");
+    c.account_id = OTHER_ACCOUNT.into();
+    c.arn = format!("arn:aws:kms:{REGION}:{OTHER_ACCOUNT}:key/c");
+    let mut other = region_sync(
+        t(0),
+        std::slice::from_ref(&c.arn),
+        true,
+        vec![update(
+            c.clone(),
+            readable("C"),
+            vec![finding("KMS-DELEGATION", "0")],
+        )],
+    );
+    other.account_id = OTHER_ACCOUNT.into();
+    store
+        .apply_region_sync(&other)
+        .await
+        .expect("other account");
+    let other_region = compliance(OTHER_ACCOUNT, REGION, 1, 0, 1, 1);
+    let unwaived = assert_figures_agree(db).await;
+    assert_eq!(
+        unwaived.regions,
+        vec![
+            compliance(ACCOUNT, REGION, 2, 0, 3, 2),
+            other_region.clone()
+        ]
+    );
+
+    let waive = |id: i64, scope: WaiverScope, expires: i64| async move {
+        store
+            .waive_finding(
+                id,
+                &waiver(scope, t(1000), t(expires)),
+                &audit_at(t(1000), "finding.waived", "finding"),
+            )
+            .await
+            .expect("waive")
+    };
+    // A finding-level waiver of a's KMS-DELEGATION: a stays noncompliant, stops delegating.
+    waive(a_deleg, WaiverScope::Key, 2000).await;
+    assert_eq!(
+        assert_figures_agree(db).await.regions,
+        vec![
+            compliance(ACCOUNT, REGION, 2, 0, 2, 1),
+            other_region.clone()
+        ]
+    );
+    // An account-level waiver of KMS-DELEGATION overlaps it on a: b is compliant, and a's
+    // KMS-DELEGATION counts as waived once.
+    waive(b_deleg, WaiverScope::Account, 3000).await;
+    let figures = assert_figures_agree(db).await;
+    assert_eq!(
+        figures.regions,
+        vec![
+            compliance(ACCOUNT, REGION, 2, 1, 1, 0),
+            other_region.clone()
+        ]
+    );
+    assert_eq!(
+        figures.stats.open_findings,
+        vec![
+            ("KMS-DELEGATION".into(), "high".into(), 1),
+            ("KMS-PUBLIC".into(), "high".into(), 1),
+        ],
+        "c's KMS-DELEGATION, a's KMS-PUBLIC"
+    );
+    // A key that appears under the account-level waiver is covered at once.
+    let d = key("d");
+    store
+        .apply_region_sync(&region_sync(
+            t(1100),
+            std::slice::from_ref(&d.arn),
+            false,
+            vec![update(
+                d.clone(),
+                readable("D"),
+                vec![finding("KMS-DELEGATION", "0")],
+            )],
+        ))
+        .await
+        .expect("new key");
+    assert_eq!(
+        assert_figures_agree(db).await.regions,
+        vec![
+            compliance(ACCOUNT, REGION, 3, 2, 1, 0),
+            other_region.clone()
+        ]
+    );
+    // Waiving a's last open finding makes it compliant, until that waiver expires.
+    waive(a_public, WaiverScope::Key, 1500).await;
+    assert_eq!(
+        assert_figures_agree(db).await,
+        ComplianceFigures {
+            stats: StoreStats {
+                keys_compliant: 3,
+                keys_noncompliant: 1,
+                open_findings: vec![("KMS-DELEGATION".into(), "high".into(), 1)],
+            },
+            regions: vec![
+                compliance(ACCOUNT, REGION, 3, 3, 0, 0),
+                other_region.clone()
+            ],
+        }
+    );
+    db.clock().set(t(1500));
+    assert_eq!(
+        assert_figures_agree(db).await.regions,
+        vec![
+            compliance(ACCOUNT, REGION, 3, 2, 1, 0),
+            other_region.clone()
+        ],
+        "an expired waiver covers nothing"
+    );
+    // Revoking the account-level waiver (through b's finding) leaves a's own.
+    store
+        .revoke_waivers(b_deleg, t(1600), "alice", &audit_at(t(1600), "x", "y"))
+        .await
+        .expect("revoke");
+    db.clock().set(t(1600));
+    assert_eq!(
+        assert_figures_agree(db).await.regions,
+        vec![
+            compliance(ACCOUNT, REGION, 3, 0, 3, 2),
+            other_region.clone()
+        ],
+        "a revoked waiver covers nothing"
+    );
+    db.clock().set(t(2000));
+    let lapsed = assert_figures_agree(db).await;
+    assert_eq!(
+        lapsed.regions,
+        vec![compliance(ACCOUNT, REGION, 3, 0, 4, 3), other_region]
+    );
+    assert_eq!(lapsed.stats.keys_noncompliant, 4);
 }

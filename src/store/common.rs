@@ -2,9 +2,10 @@
 //! and the pure half of findings reconciliation, so both backends decide the same way.
 
 use super::{
-    ApplyResult, ApprovalRow, AuditEvent, AuditVerification, DeliveryAttempt, FindingFilter,
-    FindingRow, KeyFilter, KeySort, NewAuditEvent, NewFinding, RegionSync, RemediationRow,
-    StoreError, StoreResult, WaiverRow, WebhookSubscription, audit_hash, events, remediation_state,
+    ApplyResult, ApprovalRow, AuditEvent, AuditVerification, ComplianceFigures, DeliveryAttempt,
+    FindingFilter, FindingRow, KeyFilter, KeySort, NewAuditEvent, NewFinding, RegionCompliance,
+    RegionSync, RemediationRow, StoreError, StoreResult, StoreStats, WaiverRow,
+    WebhookSubscription, audit_hash, events, remediation_state,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
@@ -194,6 +195,9 @@ pub(super) struct FindingsPlan<'a> {
     pub upsert: Vec<Upsert<'a>>,
     /// How many of `upsert` are new or reopen a resolved finding.
     pub opened: u64,
+    /// Whether the key's number of open findings, or of open KMS-DELEGATION findings, changes:
+    /// only then do the key row's counts need recounting ([`COUNT_OPEN_SQL`]).
+    pub recount: bool,
 }
 
 /// Plans the reconciliation of one key's findings.
@@ -225,11 +229,27 @@ pub(super) fn plan_findings<'a>(
         .filter(|f| f.status == "open" && !keys.contains(&(f.rule_id.as_str(), f.locator.as_str())))
         .map(|f| f.id)
         .collect();
+    // Every upsert leaves its finding open and every other open finding gets resolved.
+    let before = open_counts(
+        existing
+            .iter()
+            .filter(|f| f.status == "open")
+            .map(|f| f.rule_id.as_str()),
+    );
+    let after = open_counts(upsert.iter().map(|u| u.finding.rule_id.as_str()));
     FindingsPlan {
         resolve,
         upsert,
         opened: u64::try_from(opened).unwrap_or(u64::MAX),
+        recount: before != after,
     }
+}
+
+/// How many open findings have these rules, and how many of them are KMS-DELEGATION.
+fn open_counts<'a>(rules: impl Iterator<Item = &'a str>) -> (usize, usize) {
+    rules.fold((0, 0), |(open, delegation), rule| {
+        (open + 1, delegation + usize::from(rule == DELEGATION_RULE))
+    })
 }
 
 /// How a dynamic query's conditions differ between the backends.
@@ -416,12 +436,225 @@ pub(super) fn key_order(sort: KeySort, descending: bool, dialect: Dialect) -> St
     format!("{lead}k.arn{dir}")
 }
 
-/// Compliance per account·region of the live keys; "now" (for waivers) is the placeholder `$1`.
-pub(super) fn compliance_sql() -> String {
+/// The rule whose open findings make a key count as delegating to IAM.
+pub(super) const DELEGATION_RULE: &str = "KMS-DELEGATION";
+
+/// Sets the `open_count` and `delegation_count` of the key `$1` from its findings
+/// (`findings_key_status`), in the transaction that changed how many of them are open.
+pub(super) const COUNT_OPEN_SQL: &str = "UPDATE keys SET \
+    open_count = (SELECT COUNT(*) FROM findings f \
+        WHERE f.key_arn = keys.arn AND f.status = 'open'), \
+    delegation_count = (SELECT COUNT(*) FROM findings f \
+        WHERE f.key_arn = keys.arn AND f.status = 'open' AND f.rule_id = 'KMS-DELEGATION') \
+    WHERE arn = $1";
+
+// The compliance figures come from four cheap reads combined by [`combine_figures`]; none joins
+// findings to keys for liveness, since an open finding always belongs to a live key (the sync
+// resolves a key's open findings in the transaction that marks it deleted).
+
+/// Live keys per account·region, in account and region order (`keys_live_region`).
+pub(super) const LIVE_KEYS_SQL: &str = "SELECT account_id, region, COUNT(*) AS n FROM keys \
+    WHERE deleted_at IS NULL GROUP BY account_id, region ORDER BY account_id, region";
+
+/// Live keys with open findings per account·region, waived findings included: how many, their
+/// open findings, and how many have an open KMS-DELEGATION finding (`keys_live_open`).
+pub(super) const OPEN_KEYS_SQL: &str = "SELECT account_id, region, COUNT(*) AS n, \
+    CAST(SUM(open_count) AS BIGINT) AS findings, \
+    CAST(SUM(CASE WHEN delegation_count > 0 THEN 1 ELSE 0 END) AS BIGINT) AS delegating \
+    FROM keys WHERE deleted_at IS NULL AND open_count > 0 GROUP BY account_id, region";
+
+/// Open findings per rule and severity, waived ones included, in rule and severity order
+/// (`findings_status_rule`).
+pub(super) const OPEN_BY_RULE_SQL: &str = "SELECT rule_id, severity, COUNT(*) AS n FROM findings \
+    WHERE status = 'open' GROUP BY rule_id, severity ORDER BY rule_id, severity";
+
+/// The open findings an active waiver covers at "now" (`$1`), looked up from the active waivers
+/// (`findings_open_waivable`), so the cost follows the covered findings, not all of them; each
+/// with its key's open findings and open KMS-DELEGATION findings. A finding covered by several
+/// waivers comes once per waiver. `CROSS JOIN` keeps SQLite from driving from the findings.
+pub(super) fn waived_open_sql() -> String {
+    let select = format!(
+        "SELECT f.id, f.key_arn, f.account_id, f.region, f.rule_id, f.severity, \
+             (SELECT COUNT(*) FROM findings g \
+                 WHERE g.key_arn = f.key_arn AND g.status = 'open') AS key_open, \
+             (SELECT COUNT(*) FROM findings g WHERE g.key_arn = f.key_arn AND g.status = 'open' \
+                 AND g.rule_id = '{DELEGATION_RULE}') AS key_delegation \
+         FROM waivers w CROSS JOIN findings f \
+         WHERE w.revoked_at IS NULL AND w.expires_at > $1 AND f.status = 'open' \
+             AND f.account_id = w.account_id AND f.rule_id = w.rule_id"
+    );
     format!(
-        "SELECT k.account_id, k.region, COUNT(*) AS keys,              CAST(SUM(CASE WHEN o.n IS NULL THEN 1 ELSE 0 END) AS BIGINT) AS compliant_keys,              CAST(COALESCE(SUM(o.n), 0) AS BIGINT) AS open_findings,              CAST(SUM(CASE WHEN o.d > 0 THEN 1 ELSE 0 END) AS BIGINT) AS delegating_keys          FROM keys k LEFT JOIN (              SELECT f.key_arn, COUNT(*) AS n,                  SUM(CASE WHEN f.rule_id = 'KMS-DELEGATION' THEN 1 ELSE 0 END) AS d              FROM findings f JOIN keys k ON k.arn = f.key_arn              WHERE {} AND k.deleted_at IS NULL GROUP BY f.key_arn) o ON o.key_arn = k.arn          WHERE k.deleted_at IS NULL          GROUP BY k.account_id, k.region ORDER BY k.account_id, k.region",
-        unwaived_open("$1")
+        "{select} AND f.key_arn = w.key_arn \
+         UNION ALL {select} AND w.key_arn IS NULL"
     )
+}
+
+/// The live keys of one account·region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LiveKeys {
+    pub account_id: String,
+    pub region: String,
+    pub keys: u64,
+}
+
+/// The live keys of one account·region that have open findings, waived ones included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct OpenKeys {
+    pub account_id: String,
+    pub region: String,
+    pub keys: u64,
+    pub findings: u64,
+    /// Keys with an open KMS-DELEGATION finding.
+    pub delegating_keys: u64,
+}
+
+/// An open finding that an active waiver covers, with its key's open findings (waived ones
+/// included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct WaivedFinding {
+    pub id: i64,
+    pub key_arn: String,
+    pub account_id: String,
+    pub region: String,
+    pub rule_id: String,
+    pub severity: String,
+    pub key_open: u64,
+    pub key_delegation: u64,
+}
+
+/// What the active waivers take away from one account·region's counts.
+#[derive(Default)]
+struct Waived {
+    findings: u64,
+    /// Keys all of whose open findings are waived: compliant after all.
+    keys: u64,
+    /// Delegating keys all of whose open KMS-DELEGATION findings are waived.
+    delegating_keys: u64,
+}
+
+/// The compliance figures from the stored counts (`live`, `open`, `by_rule`: open findings in
+/// rule and severity order) minus what the active waivers cover (`waived`, in any order, a
+/// finding possibly more than once). Keeps the order of `live` and `by_rule`; rules whose every
+/// open finding is waived are left out. A waived count above a stored one is `Corrupt`.
+pub(super) fn combine_figures(
+    live: Vec<LiveKeys>,
+    open: Vec<OpenKeys>,
+    by_rule: Vec<(String, String, u64)>,
+    waived: &[WaivedFinding],
+) -> StoreResult<ComplianceFigures> {
+    let corrupt = |what: &str| {
+        StoreError::Corrupt(format!(
+            "the stored open-finding counts disagree with the findings ({what})"
+        ))
+    };
+    let less = |stored: u64, waived: u64, what: &str| {
+        stored.checked_sub(waived).ok_or_else(|| corrupt(what))
+    };
+    // Per key: its open findings, and how many of them are waived.
+    struct Key<'a> {
+        region: (&'a str, &'a str),
+        open: u64,
+        delegation: u64,
+        waived: u64,
+        waived_delegation: u64,
+    }
+    let mut seen = HashSet::new();
+    let mut keys: HashMap<&str, Key> = HashMap::new();
+    let mut rules: HashMap<(&str, &str), u64> = HashMap::new();
+    let mut regions: HashMap<(&str, &str), Waived> = HashMap::new();
+    for f in waived.iter().filter(|f| seen.insert(f.id)) {
+        let region = (f.account_id.as_str(), f.region.as_str());
+        let key = keys.entry(f.key_arn.as_str()).or_insert(Key {
+            region,
+            open: f.key_open,
+            delegation: f.key_delegation,
+            waived: 0,
+            waived_delegation: 0,
+        });
+        key.waived += 1;
+        if f.rule_id == DELEGATION_RULE {
+            key.waived_delegation += 1;
+        }
+        *rules
+            .entry((f.rule_id.as_str(), f.severity.as_str()))
+            .or_default() += 1;
+        regions.entry(region).or_default().findings += 1;
+    }
+    for key in keys.values() {
+        let waived = regions.entry(key.region).or_default();
+        if less(key.open, key.waived, "a key")? == 0 {
+            waived.keys += 1;
+        }
+        if key.delegation > 0 && less(key.delegation, key.waived_delegation, "a key")? == 0 {
+            waived.delegating_keys += 1;
+        }
+    }
+
+    let open: HashMap<(&str, &str), &OpenKeys> = open
+        .iter()
+        .map(|o| ((o.account_id.as_str(), o.region.as_str()), o))
+        .collect();
+    let none = Waived::default();
+    let mut stats = StoreStats::default();
+    let mut figures = Vec::with_capacity(live.len());
+    let mut regions_seen = 0;
+    for l in live {
+        let region = (l.account_id.as_str(), l.region.as_str());
+        let waived = regions.get(&region).unwrap_or(&none);
+        let (noncompliant, findings, delegating_keys) = match open.get(&region) {
+            Some(o) => {
+                regions_seen += 1;
+                (
+                    less(o.keys, waived.keys, "keys of a region")?,
+                    less(o.findings, waived.findings, "findings of a region")?,
+                    less(
+                        o.delegating_keys,
+                        waived.delegating_keys,
+                        "keys of a region",
+                    )?,
+                )
+            }
+            None => (0, 0, 0),
+        };
+        let compliant_keys = less(l.keys, noncompliant, "keys of a region")?;
+        stats.keys_compliant += compliant_keys;
+        stats.keys_noncompliant += noncompliant;
+        figures.push(RegionCompliance {
+            compliant_keys,
+            open_findings: findings,
+            delegating_keys,
+            keys: l.keys,
+            account_id: l.account_id,
+            region: l.region,
+        });
+    }
+    if regions_seen != open.len() {
+        return Err(corrupt("open findings in a region without live keys"));
+    }
+    if regions.keys().any(|r| !open.contains_key(r)) {
+        return Err(corrupt("waived findings in a region without open ones"));
+    }
+    let mut rules_seen = 0;
+    for (rule, severity, n) in by_rule {
+        let waived = match rules.get(&(rule.as_str(), severity.as_str())) {
+            Some(&waived) => {
+                rules_seen += 1;
+                waived
+            }
+            None => 0,
+        };
+        let n = less(n, waived, "findings of a rule")?;
+        if n > 0 {
+            stats.open_findings.push((rule, severity, n));
+        }
+    }
+    if rules_seen != rules.len() {
+        return Err(corrupt("waived findings of a rule without open ones"));
+    }
+    Ok(ComplianceFigures {
+        stats,
+        regions: figures,
+    })
 }
 
 /// The parts of a [`super::ChangeMarker`]; "now" is `$1`. Each is an index lookup (the
@@ -1084,6 +1317,226 @@ mod tests {
             .collect();
         assert_eq!(opens, [("A", false), ("C", true), ("E", true)]);
         assert_eq!(plan.opened, 2, "E is new, C reopens, A stays open");
+        assert!(plan.recount, "two open findings become three");
+    }
+
+    #[test]
+    fn plan_recounts_when_the_open_or_delegation_findings_change_in_number() {
+        let existing = [
+            old(1, DELEGATION_RULE, "0", "open"),
+            old(2, "KMS-PUBLIC", "0", "resolved"),
+        ];
+        let recount = |current: &[NewFinding]| plan_findings(&existing, current).recount;
+        assert!(!recount(&[new(DELEGATION_RULE, "0")]), "unchanged");
+        assert!(
+            !recount(&[new(DELEGATION_RULE, "1")]),
+            "another KMS-DELEGATION finding instead: the same counts"
+        );
+        assert!(
+            recount(&[new("KMS-PUBLIC", "0")]),
+            "as many open findings, none delegating"
+        );
+        assert!(recount(&[]), "fixed");
+        assert!(
+            !plan_findings(&[], &[]).recount,
+            "a new key without findings"
+        );
+        assert!(plan_findings(&[], &[new("KMS-PUBLIC", "0")]).recount);
+    }
+
+    fn live(region: &str, keys: u64) -> LiveKeys {
+        LiveKeys {
+            account_id: "1".into(),
+            region: region.into(),
+            keys,
+        }
+    }
+
+    fn open_keys(region: &str, keys: u64, findings: u64, delegating_keys: u64) -> OpenKeys {
+        OpenKeys {
+            account_id: "1".into(),
+            region: region.into(),
+            keys,
+            findings,
+            delegating_keys,
+        }
+    }
+
+    /// Finding `id` of key `key` in `region`, which has `key_open` open findings of which
+    /// `key_delegation` are KMS-DELEGATION.
+    fn waived(
+        id: i64,
+        key: &str,
+        region: &str,
+        rule: &str,
+        key_open: u64,
+        key_delegation: u64,
+    ) -> WaivedFinding {
+        WaivedFinding {
+            id,
+            key_arn: key.into(),
+            account_id: "1".into(),
+            region: region.into(),
+            rule_id: rule.into(),
+            severity: if rule == DELEGATION_RULE {
+                "high"
+            } else {
+                "low"
+            }
+            .into(),
+            key_open,
+            key_delegation,
+        }
+    }
+
+    fn compliance(
+        region: &str,
+        keys: u64,
+        compliant_keys: u64,
+        open_findings: u64,
+        delegating_keys: u64,
+    ) -> RegionCompliance {
+        RegionCompliance {
+            account_id: "1".into(),
+            region: region.into(),
+            keys,
+            compliant_keys,
+            open_findings,
+            delegating_keys,
+        }
+    }
+
+    fn rule(rule: &str, severity: &str, n: u64) -> (String, String, u64) {
+        (rule.into(), severity.into(), n)
+    }
+
+    /// Region `r` holds 10 live keys: `a` with KMS-DELEGATION and KMS-ROTATION, `b` with two
+    /// KMS-DELEGATION findings, `c` with KMS-ROTATION; region `s` 5 keys, none with findings.
+    fn figures_with(waived: &[WaivedFinding]) -> StoreResult<ComplianceFigures> {
+        combine_figures(
+            vec![live("r", 10), live("s", 5)],
+            vec![open_keys("r", 3, 5, 2)],
+            vec![
+                rule(DELEGATION_RULE, "high", 3),
+                rule("KMS-ROTATION", "low", 2),
+            ],
+            waived,
+        )
+    }
+
+    #[test]
+    fn figures_without_waivers_are_the_stored_counts() {
+        let figures = figures_with(&[]).expect("figures");
+        assert_eq!(
+            figures.regions,
+            vec![compliance("r", 10, 7, 5, 2), compliance("s", 5, 5, 0, 0)],
+            "in the order of the live keys; a region without findings is compliant"
+        );
+        assert_eq!(
+            figures.stats,
+            StoreStats {
+                keys_compliant: 12,
+                keys_noncompliant: 3,
+                open_findings: vec![
+                    rule(DELEGATION_RULE, "high", 3),
+                    rule("KMS-ROTATION", "low", 2)
+                ],
+            }
+        );
+    }
+
+    #[test]
+    fn a_waived_finding_leaves_its_key_noncompliant_while_others_are_open() {
+        // a's KMS-ROTATION, by a finding-level waiver: a still has KMS-DELEGATION.
+        let figures = figures_with(&[waived(2, "a", "r", "KMS-ROTATION", 2, 1)]).expect("figures");
+        assert_eq!(figures.regions[0], compliance("r", 10, 7, 4, 2));
+        assert_eq!(
+            figures.stats.open_findings,
+            vec![
+                rule(DELEGATION_RULE, "high", 3),
+                rule("KMS-ROTATION", "low", 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_key_whose_open_findings_are_all_waived_is_compliant() {
+        // c's only finding (an account-level waiver on KMS-ROTATION also covers a's), and
+        // both of a's (its KMS-DELEGATION by a finding-level waiver).
+        let figures = figures_with(&[
+            waived(5, "c", "r", "KMS-ROTATION", 1, 0),
+            waived(2, "a", "r", "KMS-ROTATION", 2, 1),
+            waived(1, "a", "r", DELEGATION_RULE, 2, 1),
+        ])
+        .expect("figures");
+        assert_eq!(figures.regions[0], compliance("r", 10, 9, 2, 1));
+        assert_eq!(
+            (
+                figures.stats.keys_compliant,
+                figures.stats.keys_noncompliant
+            ),
+            (14, 1)
+        );
+        assert_eq!(
+            figures.stats.open_findings,
+            vec![rule(DELEGATION_RULE, "high", 2)],
+            "a rule whose every open finding is waived is left out"
+        );
+    }
+
+    #[test]
+    fn a_delegating_key_stops_delegating_once_every_delegation_finding_is_waived() {
+        // b has two KMS-DELEGATION findings: one waived, it still delegates; a's one waived, a
+        // no longer delegates but stays noncompliant (KMS-ROTATION).
+        let one_of_b = figures_with(&[waived(3, "b", "r", DELEGATION_RULE, 2, 2)]).expect("b");
+        assert_eq!(one_of_b.regions[0], compliance("r", 10, 7, 4, 2));
+        let both_of_b = figures_with(&[
+            waived(3, "b", "r", DELEGATION_RULE, 2, 2),
+            waived(4, "b", "r", DELEGATION_RULE, 2, 2),
+        ])
+        .expect("both");
+        assert_eq!(both_of_b.regions[0], compliance("r", 10, 8, 3, 1));
+        let a = figures_with(&[waived(1, "a", "r", DELEGATION_RULE, 2, 1)]).expect("a");
+        assert_eq!(a.regions[0], compliance("r", 10, 7, 4, 1));
+    }
+
+    #[test]
+    fn a_finding_covered_by_overlapping_waivers_counts_once() {
+        // c's finding by its key's waiver and by the account's; a's twice as well.
+        let figures = figures_with(&[
+            waived(5, "c", "r", "KMS-ROTATION", 1, 0),
+            waived(2, "a", "r", "KMS-ROTATION", 2, 1),
+            waived(5, "c", "r", "KMS-ROTATION", 1, 0),
+            waived(2, "a", "r", "KMS-ROTATION", 2, 1),
+        ])
+        .expect("figures");
+        assert_eq!(figures.regions[0], compliance("r", 10, 8, 3, 2));
+        assert_eq!(
+            figures.stats.open_findings,
+            vec![rule(DELEGATION_RULE, "high", 3)]
+        );
+    }
+
+    #[test]
+    fn waived_counts_above_the_stored_ones_are_corrupt() {
+        // More waived findings than the key has open.
+        let too_many = figures_with(&[
+            waived(5, "c", "r", "KMS-ROTATION", 1, 0),
+            waived(6, "c", "r", "KMS-ROTATION", 1, 0),
+        ]);
+        assert!(
+            matches!(too_many, Err(StoreError::Corrupt(_))),
+            "{too_many:?}"
+        );
+        // A waived finding in a region whose keys have no open findings.
+        let elsewhere = figures_with(&[waived(9, "z", "s", "KMS-ROTATION", 1, 0)]);
+        assert!(
+            matches!(elsewhere, Err(StoreError::Corrupt(_))),
+            "{elsewhere:?}"
+        );
+        // Open findings in a region without live keys.
+        let orphan = combine_figures(vec![], vec![open_keys("r", 1, 1, 0)], vec![], &[]);
+        assert!(matches!(orphan, Err(StoreError::Corrupt(_))), "{orphan:?}");
     }
 
     #[test]

@@ -611,6 +611,15 @@ pub struct RegionCompliance {
     pub delegating_keys: u64,
 }
 
+/// The compliance figures over every live key, computed together so that they agree: what
+/// [`Store::stats`] and [`Store::compliance_by_region`] return.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ComplianceFigures {
+    pub stats: StoreStats,
+    /// Ordered by account and region.
+    pub regions: Vec<RegionCompliance>,
+}
+
 /// [`RegionCompliance`] as recorded for one day, for the trend chart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DailySnapshot {
@@ -774,8 +783,10 @@ pub trait Store: Send + Sync {
     async fn list_findings(&self, include_resolved: bool) -> StoreResult<Vec<FindingRow>>;
     /// Every stored policy version of a key, oldest first.
     async fn policy_versions(&self, key_arn: &str) -> StoreResult<Vec<PolicyVersionRow>>;
-    /// Counts for metrics.
-    async fn stats(&self) -> StoreResult<StoreStats>;
+    /// Counts for metrics: the stats of [`Store::compliance_figures`].
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        Ok(self.compliance_figures().await?.stats)
+    }
 
     /// Live keys (and deleted ones when asked) matching `filter`, ordered by ARN, strictly after
     /// `after` (an ARN), at most `limit`; with the total count of matches (ignoring paging).
@@ -968,8 +979,14 @@ pub trait Store: Send + Sync {
 
     /// The current [`ChangeMarker`], from indexed lookups only.
     async fn change_marker(&self, now: DateTime<Utc>) -> StoreResult<ChangeMarker>;
-    /// Live compliance per account·region, ordered by account and region.
-    async fn compliance_by_region(&self) -> StoreResult<Vec<RegionCompliance>>;
+    /// Live compliance per account·region, ordered by account and region: the regions of
+    /// [`Store::compliance_figures`].
+    async fn compliance_by_region(&self) -> StoreResult<Vec<RegionCompliance>> {
+        Ok(self.compliance_figures().await?.regions)
+    }
+    /// [`StoreStats`] and compliance per account·region from one snapshot, from a few indexed
+    /// reads whose cost follows the live keys and the findings active waivers cover.
+    async fn compliance_figures(&self) -> StoreResult<ComplianceFigures>;
     /// Records [`Store::compliance_by_region`] as the snapshot of `day`, replacing that day's.
     async fn record_daily_snapshot(&self, day: NaiveDate, now: DateTime<Utc>) -> StoreResult<()>;
     /// Snapshots from `since` on, ordered by day, account and region.

@@ -2,22 +2,23 @@
 //! share the work through lease rows claimed with `FOR UPDATE SKIP LOCKED`.
 
 use super::common::{
-    AUDIT_BATCH, Arg, AttemptColumns, CHANGE_MARKER_SQL, ChainCheck, Conditions, DELIVERY_COLUMNS,
-    Dialect, ExistingFinding, FINDING_COLUMNS, FindingEvent, PagedQuery, REMEDIATION_COLUMNS,
-    SESSION_SQL, TOKEN_USE_INTERVAL, Tx, WAIVER_COLUMNS, apply_result, chain_audit, check_approval,
-    check_rejection, compliance_sql, count, db_err, expiry_audit, finding_conditions,
-    findings_from, from_json, http_status, key_conditions, key_order, listed, migrate_err,
-    new_delivery_id, open_findings_column, plan_findings, remediation_payload, run_status,
-    stamp_due, subscribed, sync_failed_payload, to_i64, to_json, unwaived_open,
+    AUDIT_BATCH, Arg, AttemptColumns, CHANGE_MARKER_SQL, COUNT_OPEN_SQL, ChainCheck, Conditions,
+    DELIVERY_COLUMNS, Dialect, ExistingFinding, FINDING_COLUMNS, FindingEvent, LIVE_KEYS_SQL,
+    LiveKeys, OPEN_BY_RULE_SQL, OPEN_KEYS_SQL, OpenKeys, PagedQuery, REMEDIATION_COLUMNS,
+    SESSION_SQL, TOKEN_USE_INTERVAL, Tx, WAIVER_COLUMNS, WaivedFinding, apply_result, chain_audit,
+    check_approval, check_rejection, combine_figures, count, db_err, expiry_audit,
+    finding_conditions, findings_from, from_json, http_status, key_conditions, key_order, listed,
+    migrate_err, new_delivery_id, open_findings_column, plan_findings, remediation_payload,
+    run_status, stamp_due, subscribed, sync_failed_payload, to_i64, to_json, waived_open_sql,
 };
 use super::{
     AccountRow, ApplyResult, ApprovalRow, AuditEvent, AuditVerification, ChangeMarker,
-    ClaimedDelivery, DailySnapshot, DeliveryAttempt, DeliveryRow, FindingFilter, FindingRow,
-    IamInventoryRow, KeyFilter, KeyFingerprint, KeyRecord, KeyRow, KeySort, KeyUpdate,
+    ClaimedDelivery, ComplianceFigures, DailySnapshot, DeliveryAttempt, DeliveryRow, FindingFilter,
+    FindingRow, IamInventoryRow, KeyFilter, KeyFingerprint, KeyRecord, KeyRow, KeySort, KeyUpdate,
     NewAuditEvent, NewRemediation, NewSession, NewToken, NewWaiver, OutboxEvent, PolicyState,
-    PolicyVersionRow, RegionCompliance, RegionSync, RegionSyncOutcome, RemediationRow, SessionRow,
-    Store, StoreError, StoreResult, StoreStats, SyncRunFinish, SyncRunRow, TokenRow, WaiverRow,
-    WaiverScope, WebhookSubscription, events, remediation_state,
+    PolicyVersionRow, RegionSync, RegionSyncOutcome, RemediationRow, SessionRow, Store, StoreError,
+    StoreResult, SyncRunFinish, SyncRunRow, TokenRow, WaiverRow, WaiverScope, WebhookSubscription,
+    events, remediation_state,
 };
 use crate::clock::{Clock, SystemClock};
 use async_trait::async_trait;
@@ -406,6 +407,20 @@ fn run_row(row: &PgRow) -> StoreResult<SyncRunRow> {
     })
 }
 
+/// An open finding an active waiver covers, as [`waived_open_sql`] reads it.
+fn waived_finding(row: &PgRow) -> StoreResult<WaivedFinding> {
+    Ok(WaivedFinding {
+        id: get(row, "id")?,
+        key_arn: get(row, "key_arn")?,
+        account_id: get(row, "account_id")?,
+        region: get(row, "region")?,
+        rule_id: get(row, "rule_id")?,
+        severity: get(row, "severity")?,
+        key_open: count("key_open", get(row, "key_open")?)?,
+        key_delegation: count("key_delegation", get(row, "key_delegation")?)?,
+    })
+}
+
 /// Writes one changed key: its row, its policy version, its reconciled findings.
 async fn apply_key_update(
     conn: &mut PgConnection,
@@ -539,10 +554,12 @@ async fn apply_key_update(
         let finding = upsert.finding;
         let row = sqlx::query(&format!(
             "INSERT INTO findings (key_arn, rule_id, locator, severity, status, statement_index, \
-                 sid, message, policy_sha256, first_seen, last_seen, resolved_at) \
-             VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $9, NULL) \
+                 sid, message, policy_sha256, first_seen, last_seen, resolved_at, account_id, \
+                 region) \
+             VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $9, NULL, $10, $11) \
              ON CONFLICT (key_arn, rule_id, locator) DO UPDATE SET \
                  severity = excluded.severity, status = 'open', \
+                 account_id = excluded.account_id, region = excluded.region, \
                  statement_index = excluded.statement_index, sid = excluded.sid, \
                  message = excluded.message, policy_sha256 = excluded.policy_sha256, \
                  last_seen = excluded.last_seen, resolved_at = NULL \
@@ -557,6 +574,8 @@ async fn apply_key_update(
         .bind(&finding.message)
         .bind(policy_sha256)
         .bind(now)
+        .bind(&key.account_id)
+        .bind(&key.region)
         .fetch_one(&mut *conn)
         .await
         .map_err(db_err)?;
@@ -566,6 +585,14 @@ async fn apply_key_update(
         }
     }
     outcome.findings_opened += plan.opened;
+    if plan.recount {
+        // Recounted from the findings while this transaction holds the key's row.
+        sqlx::query(COUNT_OPEN_SQL)
+            .bind(&key.arn)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    }
     Ok(())
 }
 
@@ -618,7 +645,8 @@ async fn apply_region(
         }
         outcome.findings_resolved += u64::try_from(resolved.len()).unwrap_or(u64::MAX);
         let deleted = sqlx::query(
-            "UPDATE keys SET deleted_at = $1 WHERE account_id = $2 AND region = $3 \
+            "UPDATE keys SET deleted_at = $1, open_count = 0, delegation_count = 0 \
+             WHERE account_id = $2 AND region = $3 \
              AND deleted_at IS NULL AND NOT (arn = ANY($4))",
         )
         .bind(now)
@@ -826,25 +854,64 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn compliance_by_region(&self) -> StoreResult<Vec<RegionCompliance>> {
-        sqlx::query(&compliance_sql())
-            .bind(self.clock.now())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(|row| {
-                let n = |column: &str| -> StoreResult<u64> { count(column, get(row, column)?) };
-                Ok(RegionCompliance {
-                    account_id: get(row, "account_id")?,
-                    region: get(row, "region")?,
-                    keys: n("keys")?,
-                    compliant_keys: n("compliant_keys")?,
-                    open_findings: n("open_findings")?,
-                    delegating_keys: n("delegating_keys")?,
+    async fn compliance_figures(&self) -> StoreResult<ComplianceFigures> {
+        // One snapshot, so the counts agree with each other.
+        let now = self.clock.now();
+        let mut tx = Tx::<Postgres>::begin(&self.pool, READ_SNAPSHOT).await?;
+        let result = async {
+            let live = sqlx::query(LIVE_KEYS_SQL)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(|row| {
+                    Ok(LiveKeys {
+                        account_id: get(row, "account_id")?,
+                        region: get(row, "region")?,
+                        keys: count("n", get(row, "n")?)?,
+                    })
                 })
-            })
-            .collect()
+                .collect::<StoreResult<_>>()?;
+            let open = sqlx::query(OPEN_KEYS_SQL)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(|row| {
+                    Ok(OpenKeys {
+                        account_id: get(row, "account_id")?,
+                        region: get(row, "region")?,
+                        keys: count("n", get(row, "n")?)?,
+                        findings: count("findings", get(row, "findings")?)?,
+                        delegating_keys: count("delegating", get(row, "delegating")?)?,
+                    })
+                })
+                .collect::<StoreResult<_>>()?;
+            let by_rule = sqlx::query(OPEN_BY_RULE_SQL)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(|row| {
+                    Ok((
+                        get(row, "rule_id")?,
+                        get(row, "severity")?,
+                        count("n", get(row, "n")?)?,
+                    ))
+                })
+                .collect::<StoreResult<_>>()?;
+            let waived = sqlx::query(&waived_open_sql())
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(waived_finding)
+                .collect::<StoreResult<Vec<_>>>()?;
+            combine_figures(live, open, by_rule, &waived)
+        }
+        .await;
+        tx.finish(result).await
     }
 
     async fn record_daily_snapshot(&self, day: NaiveDate, now: DateTime<Utc>) -> StoreResult<()> {
@@ -1393,55 +1460,6 @@ impl Store for PostgresStore {
             })
         })
         .collect()
-    }
-
-    async fn stats(&self) -> StoreResult<StoreStats> {
-        // One snapshot, so the three counts agree with each other.
-        let now = self.clock.now();
-        let mut tx = Tx::<Postgres>::begin(&self.pool, READ_SNAPSHOT).await?;
-        let result = async {
-            let live: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE deleted_at IS NULL")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            let noncompliant: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(DISTINCT f.key_arn) FROM findings f JOIN keys k ON k.arn = f.key_arn \
-                 WHERE {} AND k.deleted_at IS NULL",
-                unwaived_open("$1")
-            ))
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            let open_findings = sqlx::query(&format!(
-                "SELECT f.rule_id, f.severity, COUNT(*) AS n FROM findings f \
-                 JOIN keys k ON k.arn = f.key_arn \
-                 WHERE {} AND k.deleted_at IS NULL \
-                 GROUP BY f.rule_id, f.severity ORDER BY f.rule_id, f.severity",
-                unwaived_open("$1")
-            ))
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(|row| {
-                Ok((
-                    get(row, "rule_id")?,
-                    get(row, "severity")?,
-                    count("n", get(row, "n")?)?,
-                ))
-            })
-            .collect::<StoreResult<_>>()?;
-            Ok(StoreStats {
-                keys_compliant: count("keys", live - noncompliant)?,
-                keys_noncompliant: count("keys", noncompliant)?,
-                open_findings,
-            })
-        }
-        .await;
-        tx.finish(result).await
     }
 
     async fn query_keys(

@@ -3,22 +3,23 @@
 //! with SQLITE_BUSY when a deferred transaction tries to upgrade its read lock.
 
 use super::common::{
-    AUDIT_BATCH, Arg, AttemptColumns, CHANGE_MARKER_SQL, ChainCheck, Conditions, DELIVERY_COLUMNS,
-    Dialect, ExistingFinding, FINDING_COLUMNS, FindingEvent, PagedQuery, REMEDIATION_COLUMNS,
-    SESSION_SQL, TOKEN_USE_INTERVAL, Tx, WAIVER_COLUMNS, apply_result, chain_audit, check_approval,
-    check_rejection, compliance_sql, count, db_err, expiry_audit, finding_conditions,
-    findings_from, from_json, http_status, key_conditions, key_order, listed, migrate_err,
-    new_delivery_id, open_findings_column, plan_findings, remediation_payload, run_status,
-    stamp_due, subscribed, sync_failed_payload, to_i64, to_json, unwaived_open,
+    AUDIT_BATCH, Arg, AttemptColumns, CHANGE_MARKER_SQL, COUNT_OPEN_SQL, ChainCheck, Conditions,
+    DELIVERY_COLUMNS, Dialect, ExistingFinding, FINDING_COLUMNS, FindingEvent, LIVE_KEYS_SQL,
+    LiveKeys, OPEN_BY_RULE_SQL, OPEN_KEYS_SQL, OpenKeys, PagedQuery, REMEDIATION_COLUMNS,
+    SESSION_SQL, TOKEN_USE_INTERVAL, Tx, WAIVER_COLUMNS, WaivedFinding, apply_result, chain_audit,
+    check_approval, check_rejection, combine_figures, count, db_err, expiry_audit,
+    finding_conditions, findings_from, from_json, http_status, key_conditions, key_order, listed,
+    migrate_err, new_delivery_id, open_findings_column, plan_findings, remediation_payload,
+    run_status, stamp_due, subscribed, sync_failed_payload, to_i64, to_json, waived_open_sql,
 };
 use super::{
     AccountRow, ApplyResult, ApprovalRow, AuditEvent, AuditVerification, ChangeMarker,
-    ClaimedDelivery, DailySnapshot, DeliveryAttempt, DeliveryRow, FindingFilter, FindingRow,
-    IamInventoryRow, KeyFilter, KeyFingerprint, KeyRecord, KeyRow, KeySort, KeyUpdate,
+    ClaimedDelivery, ComplianceFigures, DailySnapshot, DeliveryAttempt, DeliveryRow, FindingFilter,
+    FindingRow, IamInventoryRow, KeyFilter, KeyFingerprint, KeyRecord, KeyRow, KeySort, KeyUpdate,
     NewAuditEvent, NewRemediation, NewSession, NewToken, NewWaiver, OutboxEvent, PolicyState,
-    PolicyVersionRow, RegionCompliance, RegionSync, RegionSyncOutcome, RemediationRow, SessionRow,
-    Store, StoreError, StoreResult, StoreStats, SyncRunFinish, SyncRunRow, TokenRow, WaiverRow,
-    WaiverScope, WebhookSubscription, events, remediation_state,
+    PolicyVersionRow, RegionSync, RegionSyncOutcome, RemediationRow, SessionRow, Store, StoreError,
+    StoreResult, SyncRunFinish, SyncRunRow, TokenRow, WaiverRow, WaiverScope, WebhookSubscription,
+    events, remediation_state,
 };
 use crate::clock::{Clock, SystemClock};
 use async_trait::async_trait;
@@ -395,6 +396,20 @@ fn run_row(row: &SqliteRow) -> StoreResult<SyncRunRow> {
     })
 }
 
+/// An open finding an active waiver covers, as [`waived_open_sql`] reads it.
+fn waived_finding(row: &SqliteRow) -> StoreResult<WaivedFinding> {
+    Ok(WaivedFinding {
+        id: get(row, "id")?,
+        key_arn: get(row, "key_arn")?,
+        account_id: get(row, "account_id")?,
+        region: get(row, "region")?,
+        rule_id: get(row, "rule_id")?,
+        severity: get(row, "severity")?,
+        key_open: count("key_open", get(row, "key_open")?)?,
+        key_delegation: count("key_delegation", get(row, "key_delegation")?)?,
+    })
+}
+
 /// Writes one changed key: its row, its policy version, its reconciled findings.
 async fn apply_key_update(
     conn: &mut SqliteConnection,
@@ -529,10 +544,12 @@ async fn apply_key_update(
         let finding = upsert.finding;
         let row = sqlx::query(&format!(
             "INSERT INTO findings (key_arn, rule_id, locator, severity, status, statement_index, \
-                 sid, message, policy_sha256, first_seen, last_seen, resolved_at) \
-             VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $9, NULL) \
+                 sid, message, policy_sha256, first_seen, last_seen, resolved_at, account_id, \
+                 region) \
+             VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $9, NULL, $10, $11) \
              ON CONFLICT (key_arn, rule_id, locator) DO UPDATE SET \
                  severity = excluded.severity, status = 'open', \
+                 account_id = excluded.account_id, region = excluded.region, \
                  statement_index = excluded.statement_index, sid = excluded.sid, \
                  message = excluded.message, policy_sha256 = excluded.policy_sha256, \
                  last_seen = excluded.last_seen, resolved_at = NULL \
@@ -547,6 +564,8 @@ async fn apply_key_update(
         .bind(&finding.message)
         .bind(policy_sha256)
         .bind(now)
+        .bind(&key.account_id)
+        .bind(&key.region)
         .fetch_one(&mut *conn)
         .await
         .map_err(db_err)?;
@@ -556,6 +575,14 @@ async fn apply_key_update(
         }
     }
     outcome.findings_opened += plan.opened;
+    if plan.recount {
+        // Recounted from the findings while this transaction holds the key's row.
+        sqlx::query(COUNT_OPEN_SQL)
+            .bind(&key.arn)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    }
     Ok(())
 }
 
@@ -609,7 +636,8 @@ async fn apply_region(
         }
         outcome.findings_resolved += u64::try_from(resolved.len()).unwrap_or(u64::MAX);
         let deleted = sqlx::query(
-            "UPDATE keys SET deleted_at = $1 WHERE account_id = $2 AND region = $3 \
+            "UPDATE keys SET deleted_at = $1, open_count = 0, delegation_count = 0 \
+             WHERE account_id = $2 AND region = $3 \
              AND deleted_at IS NULL AND arn NOT IN (SELECT value FROM json_each($4))",
         )
         .bind(&now)
@@ -820,25 +848,64 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn compliance_by_region(&self) -> StoreResult<Vec<RegionCompliance>> {
-        sqlx::query(&compliance_sql())
-            .bind(ts(self.clock.now()))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(|row| {
-                let n = |column: &str| -> StoreResult<u64> { count(column, get(row, column)?) };
-                Ok(RegionCompliance {
-                    account_id: get(row, "account_id")?,
-                    region: get(row, "region")?,
-                    keys: n("keys")?,
-                    compliant_keys: n("compliant_keys")?,
-                    open_findings: n("open_findings")?,
-                    delegating_keys: n("delegating_keys")?,
+    async fn compliance_figures(&self) -> StoreResult<ComplianceFigures> {
+        // One read transaction, so the counts agree with each other.
+        let now = ts(self.clock.now());
+        let mut tx = Tx::<Sqlite>::begin(&self.pool, "BEGIN").await?;
+        let result = async {
+            let live = sqlx::query(LIVE_KEYS_SQL)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(|row| {
+                    Ok(LiveKeys {
+                        account_id: get(row, "account_id")?,
+                        region: get(row, "region")?,
+                        keys: count("n", get(row, "n")?)?,
+                    })
                 })
-            })
-            .collect()
+                .collect::<StoreResult<_>>()?;
+            let open = sqlx::query(OPEN_KEYS_SQL)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(|row| {
+                    Ok(OpenKeys {
+                        account_id: get(row, "account_id")?,
+                        region: get(row, "region")?,
+                        keys: count("n", get(row, "n")?)?,
+                        findings: count("findings", get(row, "findings")?)?,
+                        delegating_keys: count("delegating", get(row, "delegating")?)?,
+                    })
+                })
+                .collect::<StoreResult<_>>()?;
+            let by_rule = sqlx::query(OPEN_BY_RULE_SQL)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(|row| {
+                    Ok((
+                        get(row, "rule_id")?,
+                        get(row, "severity")?,
+                        count("n", get(row, "n")?)?,
+                    ))
+                })
+                .collect::<StoreResult<_>>()?;
+            let waived = sqlx::query(&waived_open_sql())
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(waived_finding)
+                .collect::<StoreResult<Vec<_>>>()?;
+            combine_figures(live, open, by_rule, &waived)
+        }
+        .await;
+        tx.finish(result).await
     }
 
     async fn record_daily_snapshot(&self, day: NaiveDate, now: DateTime<Utc>) -> StoreResult<()> {
@@ -1378,55 +1445,6 @@ impl Store for SqliteStore {
             })
         })
         .collect()
-    }
-
-    async fn stats(&self) -> StoreResult<StoreStats> {
-        // One read transaction, so the three counts agree with each other.
-        let now = ts(self.clock.now());
-        let mut tx = Tx::<Sqlite>::begin(&self.pool, "BEGIN").await?;
-        let result = async {
-            let live: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE deleted_at IS NULL")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            let noncompliant: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(DISTINCT f.key_arn) FROM findings f JOIN keys k ON k.arn = f.key_arn \
-                 WHERE {} AND k.deleted_at IS NULL",
-                unwaived_open("$1")
-            ))
-            .bind(&now)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            let open_findings = sqlx::query(&format!(
-                "SELECT f.rule_id, f.severity, COUNT(*) AS n FROM findings f \
-                 JOIN keys k ON k.arn = f.key_arn \
-                 WHERE {} AND k.deleted_at IS NULL \
-                 GROUP BY f.rule_id, f.severity ORDER BY f.rule_id, f.severity",
-                unwaived_open("$1")
-            ))
-            .bind(&now)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(|row| {
-                Ok((
-                    get(row, "rule_id")?,
-                    get(row, "severity")?,
-                    count("n", get(row, "n")?)?,
-                ))
-            })
-            .collect::<StoreResult<_>>()?;
-            Ok(StoreStats {
-                keys_compliant: count("keys", live - noncompliant)?,
-                keys_noncompliant: count("keys", noncompliant)?,
-                open_findings,
-            })
-        }
-        .await;
-        tx.finish(result).await
     }
 
     async fn query_keys(
@@ -2222,5 +2240,166 @@ impl Store for SqliteStore {
         }
         .await;
         tx.finish(result).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::common::{LIVE_KEYS_SQL, OPEN_BY_RULE_SQL, OPEN_KEYS_SQL, waived_open_sql};
+    use super::*;
+    use std::borrow::Cow;
+
+    async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        let url = format!("sqlite://{}", dir.path().join("keyward.db").display());
+        SqliteStore::connect(&url).await.expect("open the store")
+    }
+
+    async fn execute(store: &SqliteStore, sql: &str) {
+        sqlx::raw_sql(sql)
+            .execute(&store.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// A key row as migrations 1 to 5 knew it.
+    fn old_key(arn: &str, account: &str, region: &str, deleted_at: &str) -> String {
+        format!(
+            "INSERT INTO keys (arn, account_id, region, key_id, description, key_manager, \
+                 key_state, key_spec, key_usage, origin, multi_region, rotation_enabled, aliases, \
+                 tags, grants, fingerprint, evaluation, remediable, first_seen, last_seen, \
+                 deleted_at) \
+             VALUES ('{arn}', '{account}', '{region}', '{arn}', '', 'CUSTOMER', 'Enabled', \
+                 'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', 'AWS_KMS', 0, 1, '[]', '{{}}', '[]', \
+                 'fp', 'e', 1, '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', \
+                 {deleted_at});"
+        )
+    }
+
+    fn old_finding(arn: &str, rule: &str, status: &str) -> String {
+        format!(
+            "INSERT INTO findings (key_arn, rule_id, locator, severity, status, message, \
+                 first_seen, last_seen) \
+             VALUES ('{arn}', '{rule}', '0', 'high', '{status}', 'm', \
+                 '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z');"
+        )
+    }
+
+    #[tokio::test]
+    async fn migration_6_fills_finding_accounts_regions_and_key_counts() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = open(&dir).await;
+        let up_to_5 = sqlx::migrate::Migrator {
+            migrations: Cow::Owned(MIGRATOR.iter().filter(|m| m.version < 6).cloned().collect()),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        up_to_5.run(&store.pool).await.expect("migrations 1 to 5");
+        let deleted = "'2026-01-02T00:00:00.000000Z'";
+        execute(
+            &store,
+            &[
+                old_key("a", "1", "r", "NULL"),
+                old_key("b", "1", "r", deleted),
+                old_key("c", "2", "s", "NULL"),
+                old_finding("a", "KMS-DELEGATION", "open"),
+                old_finding("a", "KMS-PUBLIC", "open"),
+                old_finding("a", "KMS-NOT-ACTION", "resolved"),
+                old_finding("b", "KMS-DELEGATION", "resolved"),
+                old_finding("c", "KMS-PUBLIC", "open"),
+            ]
+            .concat(),
+        )
+        .await;
+        store.migrate().await.expect("migration 6");
+
+        let findings: Vec<(String, String, String, String)> =
+            sqlx::query_as("SELECT key_arn, rule_id, account_id, region FROM findings ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .expect("findings");
+        let expected = [
+            ("a", "KMS-DELEGATION", "1", "r"),
+            ("a", "KMS-PUBLIC", "1", "r"),
+            ("a", "KMS-NOT-ACTION", "1", "r"),
+            ("b", "KMS-DELEGATION", "1", "r"),
+            ("c", "KMS-PUBLIC", "2", "s"),
+        ]
+        .map(|(k, rule, a, r)| (k.into(), rule.into(), a.into(), r.into()));
+        assert_eq!(findings, expected);
+        let keys: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT arn, open_count, delegation_count FROM keys ORDER BY arn")
+                .fetch_all(&store.pool)
+                .await
+                .expect("keys");
+        assert_eq!(
+            keys,
+            [("a", 2, 1), ("b", 0, 0), ("c", 1, 0)].map(|(k, o, d)| (k.into(), o, d))
+        );
+        let figures = store.compliance_figures().await.expect("figures");
+        assert_eq!(
+            (
+                figures.stats.keys_compliant,
+                figures.stats.keys_noncompliant
+            ),
+            (0, 2)
+        );
+        assert_eq!(
+            figures
+                .regions
+                .iter()
+                .map(|r| (r.open_findings, r.delegating_keys))
+                .collect::<Vec<_>>(),
+            [(2, 1), (1, 0)]
+        );
+    }
+
+    async fn plan(store: &SqliteStore, sql: &str) -> Vec<String> {
+        sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .bind("2026-01-01T00:00:00.000000Z")
+            .fetch_all(&store.pool)
+            .await
+            .expect("a query plan")
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect()
+    }
+
+    /// The figures' reads stay on covering indexes, and the waived findings are looked up from
+    /// the waivers: SQLite plans alike on any size of database until ANALYZE is run, which
+    /// Keyward never does.
+    #[tokio::test]
+    async fn figures_read_covering_indexes_only() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = open(&dir).await;
+        store.migrate().await.expect("migrations");
+        assert_eq!(
+            plan(&store, LIVE_KEYS_SQL).await,
+            ["SCAN keys USING COVERING INDEX keys_live_region"]
+        );
+        assert_eq!(
+            plan(&store, OPEN_KEYS_SQL).await,
+            ["SCAN keys USING COVERING INDEX keys_live_open"]
+        );
+        assert_eq!(
+            plan(&store, OPEN_BY_RULE_SQL).await,
+            ["SEARCH findings USING COVERING INDEX findings_status_rule (status=?)"]
+        );
+        let waived = plan(&store, &waived_open_sql()).await;
+        let lookups = [
+            "SEARCH f USING COVERING INDEX findings_open_waivable \
+             (account_id=? AND rule_id=? AND key_arn=?)",
+            "SEARCH f USING COVERING INDEX findings_open_waivable (account_id=? AND rule_id=?)",
+            "SEARCH g USING COVERING INDEX findings_key_status (key_arn=? AND status=?)",
+            "SEARCH g USING COVERING INDEX findings_key_status (key_arn=? AND status=? AND rule_id=?)",
+        ];
+        for lookup in lookups {
+            assert!(waived.iter().any(|d| d == lookup), "{lookup}: {waived:#?}");
+        }
+        assert!(
+            waived
+                .iter()
+                .filter(|d| d.starts_with("SCAN"))
+                .all(|d| d.starts_with("SCAN w")),
+            "only the waivers are scanned: {waived:#?}"
+        );
     }
 }

@@ -10,7 +10,9 @@ use super::Dash;
 use super::layout::{Layout, PageResult, percent, query, render, when, when_opt};
 use super::session::Viewer;
 use super::trend::trend_svg;
-use crate::store::{ChangeMarker, RegionCompliance, Store, StoreResult, StoreStats, SyncRunRow};
+use crate::store::{
+    ChangeMarker, ComplianceFigures, RegionCompliance, Store, StoreResult, SyncRunRow,
+};
 
 /// Days in the trend chart.
 pub const TREND_DAYS: u32 = 30;
@@ -100,19 +102,21 @@ fn region_row(r: RegionCompliance) -> RegionRow {
     }
 }
 
-/// The overview's figures over every key (stats and compliance per account·region), which take
-/// a scan of every live key and open finding, kept until the store's [`ChangeMarker`] moves: a
-/// sync run starts or ends, a waiver is created or revoked, or the next waiver expires. The
-/// marker comes from the database, so several replicas stay correct.
+/// The overview's figures over every key (stats and compliance per account·region), which read
+/// every live key's index entry, kept until the store's [`ChangeMarker`] moves: a sync run starts
+/// or ends, a waiver is created or revoked, or the next waiver expires. The marker comes from the
+/// database, so several replicas stay correct.
 #[derive(Default)]
 pub struct Cache {
-    figures: std::sync::Mutex<Option<(ChangeMarker, Figures)>>,
+    figures: std::sync::Mutex<Option<(ChangeMarker, ComplianceFigures)>>,
 }
 
-type Figures = (StoreStats, Vec<RegionCompliance>);
-
 impl Cache {
-    async fn figures(&self, store: &dyn Store, now: DateTime<Utc>) -> StoreResult<Figures> {
+    async fn figures(
+        &self,
+        store: &dyn Store,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ComplianceFigures> {
         // The marker names the next waiver expiry after `now`, so it moves once one passes.
         let marker = store.change_marker(now).await?;
         if let Some((cached, figures)) = &*self.lock()
@@ -120,12 +124,12 @@ impl Cache {
         {
             return Ok(figures.clone());
         }
-        let figures = futures::try_join!(store.stats(), store.compliance_by_region())?;
+        let figures = store.compliance_figures().await?;
         *self.lock() = Some((marker, figures.clone()));
         Ok(figures)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(ChangeMarker, Figures)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(ChangeMarker, ComplianceFigures)>> {
         // A panic elsewhere while holding it leaves at worst a stale copy: recomputed next time.
         self.figures.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -136,7 +140,7 @@ pub async fn page(State(dash): State<Dash>, Extension(viewer): Extension<Viewer>
     let store = &dash.app.store;
     let today = dash.app.clock.now().date_naive();
     let since = today - TimeDelta::days(i64::from(TREND_DAYS) - 1);
-    let ((stats, regions), syncs, snapshots) = futures::try_join!(
+    let (ComplianceFigures { stats, regions }, syncs, snapshots) = futures::try_join!(
         dash.overview.figures(store.as_ref(), dash.app.clock.now()),
         store.latest_sync_runs(),
         store.daily_snapshots(since),
