@@ -30,6 +30,5 @@ pub use inventory::{IamGroup, IamInventory, IamRole, IamUser, InlinePolicy, Mana
 pub use reverse::{KeyAccess, KeyInput, PrincipalKeys, keys_for_principal};
 pub use table::{
     AccessFilter, AccessLevel, AccessTable, ActionAccess, PrincipalAccess, PrincipalType, Reason,
-    Reasons,
-    StatementRef,
+    Reasons, StatementRef,
 };
