@@ -1,7 +1,8 @@
 //! Throughput of the policy engine on the example key policies:
-//! * `evaluate`: text in, findings out (the sync engine's path). It reads the text straight into
-//!   the rules' borrowed view and never builds a `Policy`.
-//! * `evaluate_policy`: the rules alone, on an already parsed `Policy` (the CLI's and fix's path).
+//! * `evaluate`: text in, findings out (the path of the sync and of `keyward check`). It reads
+//!   the text straight into the rules' borrowed view and never builds a `Policy`.
+//! * `evaluate_policy`: the rules alone, on an already parsed `Policy` (what remediation uses on
+//!   the policies it builds).
 //! * `parse`: `Policy::parse` alone, the lossless JSON model that `fix`, `diff` and `to_pretty`
 //!   need and `evaluate` skips.
 

@@ -400,7 +400,8 @@ fn directory_mode_reports_every_json_file_and_keeps_going() {
     for (i, must_name) in [(2, OTHER), (3, "cannot read")] {
         let error = files[i]["error"].as_str().expect("error string");
         assert!(error.contains(must_name), "{error}");
-        assert!(files[i].get("findings").is_none(), "{}", files[i]);
+        assert_eq!(files[i]["findings"], Value::Null, "{}", files[i]);
+        assert!(files[i].get("findings").is_some(), "{}", files[i]);
     }
     assert_eq!(files[4]["findings"][0]["rule_id"], "KMS-DELEGATION");
     assert!(err.contains(&p("c-ambiguous.json")), "{err}");
@@ -625,4 +626,172 @@ fn fix_refuses_an_invalid_policy() {
 
     let bad_account = keyward(&["fix", "--policy", s(&file), "--account", "abc"]);
     assert_eq!(bad_account.0, 2);
+}
+
+/// The issue's seed example through the binary: the AWS default policy with the key
+/// administrators, fixed, is byte for byte the Knowledge Center result kept in
+/// `examples/policies/fixed.json`, and that result passes the check.
+#[test]
+fn fix_seed_example_end_to_end() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    let (code, out, err) = keyward(&[
+        "fix",
+        "--policy",
+        s(&examples.join("default.json")),
+        "--account",
+        ACCOUNT,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let expected = fs::read_to_string(examples.join("fixed.json")).expect("fixed.json");
+    assert_eq!(out, expected);
+    let fixed = json(&out);
+    let root_statement = &fixed["Statement"][0];
+    assert_eq!(
+        root_statement["Sid"],
+        "EnableRootAccessAndPreventPermissionDelegation"
+    );
+    assert_eq!(
+        root_statement["Condition"]["StringEquals"]["aws:PrincipalType"],
+        "Account"
+    );
+    let (code, out, err) = keyward(&["check", "--policy", s(&examples.join("fixed.json"))]);
+    assert_eq!(code, 0, "{out} {err}");
+}
+
+/// `--caller` given as an assumed-role session keeps the *role* able to put the policy, and
+/// `--auditor` keeps the five reads the sync needs.
+#[test]
+fn fix_keeps_the_auditor_and_the_caller_role() {
+    let dir = TempDir::new().expect("tempdir");
+    let file = write(
+        &dir,
+        "default.json",
+        &policy(&[delegating_root(), admin_statement()]),
+    );
+    let auditor = format!("arn:aws:iam::{ACCOUNT}:role/KeywardAudit");
+    let caller_role = format!("arn:aws:iam::{ACCOUNT}:role/KeywardApply");
+    let session = format!("arn:aws:sts::{ACCOUNT}:assumed-role/KeywardApply/keyward-1");
+    let (code, out, err) = keyward(&[
+        "fix",
+        "--policy",
+        s(&file),
+        "--account",
+        ACCOUNT,
+        "--auditor",
+        &auditor,
+        "--caller",
+        &session,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let fixed = json(&out);
+    let statements = fixed["Statement"].as_array().expect("statements");
+    let actions_of = |principal: &str| -> Vec<String> {
+        statements
+            .iter()
+            .filter(|st| st["Principal"]["AWS"] == principal)
+            .flat_map(|st| match &st["Action"] {
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect(),
+                Value::String(one) => vec![one.clone()],
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    let audit = actions_of(&auditor);
+    for action in [
+        "kms:DescribeKey",
+        "kms:GetKeyPolicy",
+        "kms:GetKeyRotationStatus",
+        "kms:ListResourceTags",
+        "kms:ListGrants",
+    ] {
+        assert!(audit.iter().any(|a| a == action), "{action} missing: {out}");
+    }
+    assert!(
+        actions_of(&caller_role)
+            .iter()
+            .any(|a| a == "kms:PutKeyPolicy"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("assumed-role"),
+        "sessions are not principals: {out}"
+    );
+}
+
+/// `--config` supplies what the account's configuration says: `trusted_accounts` for check,
+/// `key_admins` and `auditor` for fix; flags still win.
+#[test]
+fn config_fills_in_the_accounts_settings() {
+    let dir = TempDir::new().expect("tempdir");
+    let admin = format!("arn:aws:iam::{ACCOUNT}:role/ConfiguredAdmin");
+    let auditor = format!("arn:aws:iam::{ACCOUNT}:role/ConfiguredAudit");
+    let config = write(
+        &dir,
+        "keyward.toml",
+        &format!(
+            r#"database_url = "sqlite://unused.db"
+[[accounts]]
+id = "{ACCOUNT}"
+regions = ["us-east-1"]
+key_admins = ["{admin}"]
+auditor = "{auditor}"
+trusted_accounts = ["{OTHER}"]
+"#
+        ),
+    );
+    let shared = write(
+        &dir,
+        "shared.json",
+        &policy(&[pinned_root(), admin_statement(), partner_statement()]),
+    );
+    let (code, out, _) = keyward(&["check", "--policy", s(&shared), "--format", "json"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("KMS-CROSS-ACCOUNT"), "{out}");
+    let (code, out, err) = keyward(&[
+        "check",
+        "--policy",
+        s(&shared),
+        "--config",
+        s(&config),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out} {err}");
+
+    let default = write(&dir, "default.json", &policy(&[delegating_root()]));
+    let (code, _, err) = keyward(&["fix", "--policy", s(&default), "--account", ACCOUNT]);
+    assert_eq!(code, 3, "without administrators the fix is refused: {err}");
+    let (code, out, err) = keyward(&[
+        "fix",
+        "--policy",
+        s(&default),
+        "--account",
+        ACCOUNT,
+        "--config",
+        s(&config),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&admin) && out.contains(&auditor), "{out}");
+    let flag_admin = format!("arn:aws:iam::{ACCOUNT}:role/FlagAdmin");
+    let (code, out, _) = keyward(&[
+        "fix",
+        "--policy",
+        s(&default),
+        "--account",
+        ACCOUNT,
+        "--config",
+        s(&config),
+        "--admin",
+        &flag_admin,
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&flag_admin) && !out.contains(&admin), "{out}");
+
+    let broken = write(&dir, "broken.toml", "[sync]\ninterval = \"soon\"\n");
+    let (code, _, err) = keyward(&["check", "--policy", s(&shared), "--config", s(&broken)]);
+    assert_eq!(code, 2);
+    assert!(err.contains("interval"), "{err}");
 }

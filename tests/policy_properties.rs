@@ -27,6 +27,10 @@ fn principal() -> impl Strategy<Value = Value> {
         aws.clone().prop_map(|a| json!({ "AWS": a })),
         prop::collection::vec(aws, 1..4).prop_map(|v| json!({ "AWS": v })),
         Just(json!({"Service": "logs.amazonaws.com"})),
+        Just(json!({"Federated": "cognito-identity.amazonaws.com"})),
+        Just(
+            json!({"CanonicalUser": "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be"})
+        ),
         (prop::sample::select(vec![
             "arn:aws:iam::111122223333:root",
             "arn:aws:iam::111122223333:role/App"
@@ -60,6 +64,8 @@ fn condition() -> impl Strategy<Value = Option<Value>> {
         json!({"StringEquals": {"aws:PrincipalType": "Account"}}),
         json!({"StringLike": {"aws:PrincipalType": "A*"}}),
         json!({"StringNotEquals": {"aws:PrincipalType": "Account"}}),
+        json!({"StringEquals": {"aws:PrincipalType": ["Account", "AssumedRole"]}}),
+        json!({"StringLike": {"aws:PrincipalType": "*"}, "Bool": {"aws:SecureTransport": "true"}}),
         json!({"StringEquals": {"kms:CallerAccount": "111122223333"}}),
         json!({"StringEquals": {"kms:CallerAccount": "111122223333", "kms:ViaService": "ec2.us-east-1.amazonaws.com"}}),
         json!({"Bool": {"kms:GrantIsForAWSResource": true}}),
@@ -98,10 +104,12 @@ prop_compose! {
         statements in prop::collection::vec(statement(), 1..7),
         single in prop::bool::weighted(0.1),
         id in prop::option::of("[a-z-]{1,12}"),
+        unknown in prop::option::weighted(0.1, "[a-z]{1,8}"),
     ) -> Value {
         let mut m = Map::new();
         m.insert("Version".into(), json!("2012-10-17"));
         if let Some(id) = id { m.insert("Id".into(), json!(id)); }
+        if let Some(x) = unknown { m.insert("X-Owner".into(), json!({"team": x, "tags": [1, null]})); }
         let st = if single && statements.len() == 1 { statements[0].clone() } else { json!(statements) };
         m.insert("Statement".into(), st);
         Value::Object(m)

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use keyward::policy::{EvalContext, Finding, KeyManager, RuleId, evaluate};
+use keyward::policy::{
+    EvalContext, Finding, KeyManager, Policy, RuleId, evaluate, evaluate_policy,
+};
 use serde_json::{Value, json};
 
 /// The key's account.
@@ -82,16 +84,27 @@ const USER_ACTIONS: [&str; 5] = [
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/// Findings of `text` for a key in [`ACCOUNT`].
+///
+/// Every case also goes through the lossless parser and [`evaluate_policy`] (what `fix`, `diff`
+/// and the stored history use) and must find exactly the same, so the two readers of a policy
+/// cannot drift apart on any bullet of RULES.md.
 fn eval_as(text: &str, key_manager: KeyManager, trusted: &[&str]) -> Vec<Finding> {
     let trusted: Vec<String> = trusted.iter().map(|s| s.to_string()).collect();
-    evaluate(
-        text,
-        &EvalContext {
-            account_id: ACCOUNT,
-            key_manager,
-            trusted_accounts: &trusted,
-        },
-    )
+    let ctx = EvalContext {
+        account_id: ACCOUNT,
+        key_manager,
+        trusted_accounts: &trusted,
+    };
+    let fast = evaluate(text, &ctx);
+    if let Ok(policy) = Policy::parse(text) {
+        assert_eq!(
+            evaluate_policy(&policy, &ctx),
+            fast,
+            "the two readers disagree on {text}"
+        );
+    }
+    fast
 }
 
 /// Findings of a customer managed key in [`ACCOUNT`] with no trusted accounts.

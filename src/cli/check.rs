@@ -7,12 +7,12 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::runtime::load_config;
 use super::{CheckArgs, CliError, Exit, Format};
+use crate::config::AccountConfig;
 use crate::policy::document::PrincipalKind;
 use crate::policy::matching::{Arn, is_account_id};
-use crate::policy::{
-    EvalContext, Finding, KeyManager, Policy, RuleId, Severity, evaluate, evaluate_policy,
-};
+use crate::policy::{EvalContext, Finding, KeyManager, Policy, RuleId, Severity, evaluate};
 
 /// Runs `check` on a file or on every `*.json` file of a directory.
 pub(super) fn run(
@@ -24,15 +24,20 @@ pub(super) fn run(
         path: args.policy.clone(),
         source,
     })?;
+    let config = load_config(args.config.as_deref())?;
     if meta.is_dir() {
-        run_dir(args, out, err)
+        run_dir(args, &config.accounts, out, err)
     } else {
-        run_file(args, out)
+        run_file(args, &config.accounts, out)
     }
 }
 
-fn run_file(args: &CheckArgs, out: &mut dyn Write) -> Result<Exit, CliError> {
-    let findings = check_file(&args.policy, args)?;
+fn run_file(
+    args: &CheckArgs,
+    accounts: &[AccountConfig],
+    out: &mut dyn Write,
+) -> Result<Exit, CliError> {
+    let findings = check_file(&args.policy, args, accounts)?;
     match args.format {
         Format::Json => {
             let doc = FileFindings {
@@ -52,7 +57,12 @@ fn run_file(args: &CheckArgs, out: &mut dyn Write) -> Result<Exit, CliError> {
     })
 }
 
-fn run_dir(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<Exit, CliError> {
+fn run_dir(
+    args: &CheckArgs,
+    accounts: &[AccountConfig],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Exit, CliError> {
     let dir = &args.policy;
     let files = policy_files(dir)?;
     if files.is_empty() {
@@ -63,7 +73,7 @@ fn run_dir(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
     }
     let mut reports = Vec::with_capacity(files.len());
     for path in files {
-        let outcome = check_file(&path, args);
+        let outcome = check_file(&path, args, accounts);
         if let Err(e) = &outcome {
             writeln!(err, "keyward: {e}")?;
         }
@@ -147,7 +157,14 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
 
 /// Evaluates one file. An error means the file was not judged at all (it could not be read, or
 /// its account is unknown); a document that is not a key policy is a KMS-INVALID finding.
-fn check_file(path: &Path, args: &CheckArgs) -> Result<Vec<Finding>, CliError> {
+///
+/// The text goes through [`evaluate`], the same reader the sync uses; the lossless parse is
+/// only needed to work out the account when `--account` is not given.
+fn check_file(
+    path: &Path,
+    args: &CheckArgs,
+    accounts: &[AccountConfig],
+) -> Result<Vec<Finding>, CliError> {
     let bytes = fs::read(path).map_err(|source| CliError::Read {
         path: path.to_path_buf(),
         source,
@@ -155,34 +172,40 @@ fn check_file(path: &Path, args: &CheckArgs) -> Result<Vec<Finding>, CliError> {
     let Ok(text) = String::from_utf8(bytes) else {
         return Ok(vec![not_utf8()]);
     };
-    let policy = match Policy::parse(&text) {
-        Ok(policy) => policy,
-        // Only KMS-INVALID is judged, and it does not depend on the account.
-        Err(_) => return Ok(evaluate(&text, &context("", args))),
-    };
     let account = match &args.account {
         Some(account) => account.clone(),
-        None => match root_accounts(&policy) {
-            accounts if accounts.len() == 1 => accounts.into_iter().next().unwrap_or_default(),
-            // AWS-managed key policies are not judged, so whose key it is does not matter.
-            _ if args.key_manager == KeyManager::Aws => String::new(),
-            accounts => {
-                return Err(CliError::AccountUnknown {
-                    path: path.to_path_buf(),
-                    accounts,
-                });
-            }
+        None => match Policy::parse(&text) {
+            // Only KMS-INVALID is judged, and it does not depend on the account.
+            Err(_) => String::new(),
+            Ok(policy) => match root_accounts(&policy) {
+                found if found.len() == 1 => found.into_iter().next().unwrap_or_default(),
+                // AWS-managed key policies are not judged, so whose key it is does not matter.
+                _ if args.key_manager == KeyManager::Aws => String::new(),
+                found => {
+                    return Err(CliError::AccountUnknown {
+                        path: path.to_path_buf(),
+                        accounts: found,
+                    });
+                }
+            },
         },
     };
-    Ok(evaluate_policy(&policy, &context(&account, args)))
-}
-
-fn context<'a>(account_id: &'a str, args: &'a CheckArgs) -> EvalContext<'a> {
-    EvalContext {
-        account_id,
-        key_manager: args.key_manager,
-        trusted_accounts: &args.trusted_accounts,
+    let mut trusted = args.trusted_accounts.clone();
+    if let Some(configured) = accounts.iter().find(|a| a.id == account) {
+        for id in &configured.trusted_accounts {
+            if !trusted.contains(id) {
+                trusted.push(id.clone());
+            }
+        }
     }
+    Ok(evaluate(
+        &text,
+        &EvalContext {
+            account_id: &account,
+            key_manager: args.key_manager,
+            trusted_accounts: &trusted,
+        },
+    ))
 }
 
 /// The accounts whose root (`arn:<partition>:iam::ACCOUNT:root`) any statement names as an AWS
@@ -244,11 +267,12 @@ struct FileFindings<'a> {
     findings: Vec<FindingOut<'a>>,
 }
 
-/// A file of a checked directory: its findings, or why it could not be checked.
+/// A file of a checked directory: its findings, or why it could not be checked. `findings` is
+/// always present (`null` for a file that could not be checked), so every entry has the
+/// contract's `path` and `findings` keys and an unchecked file never reads as a clean one.
 #[derive(Serialize)]
 struct DirEntryOut<'a> {
     path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     findings: Option<Vec<FindingOut<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,

@@ -3,6 +3,7 @@
 use std::fs;
 use std::io::Write;
 
+use super::runtime::load_config;
 use super::{CliError, Exit, FixArgs};
 use crate::policy::Policy;
 use crate::policy::diff::diff;
@@ -27,11 +28,24 @@ pub(super) fn run(
         .map_err(|_| refused("the key policy is not valid: the file is not UTF-8 text".into()))?;
     let policy =
         Policy::parse(&text).map_err(|e| refused(format!("the key policy is not valid: {e}")))?;
+    let config = load_config(args.config.as_deref())?;
+    let account = config.accounts.iter().find(|a| a.id == args.account);
+    // Flags win; the account's configuration fills what they leave out, as the server would.
+    let admins = match account {
+        Some(a) if args.admins.is_empty() => &a.key_admins,
+        _ => &args.admins,
+    };
     let ctx = FixContext {
         account_id: &args.account,
-        key_admins: &args.admins,
-        auditor: args.auditor.as_deref(),
-        caller: args.caller.as_deref(),
+        key_admins: admins,
+        auditor: args
+            .auditor
+            .as_deref()
+            .or(account.and_then(|a| a.auditor.as_deref())),
+        caller: args
+            .caller
+            .as_deref()
+            .or(account.and_then(|a| a.remediator.as_deref())),
     };
     match fix(&policy, &ctx).map_err(|e| refused(e.reason))? {
         FixOutcome::Unchanged => {

@@ -243,6 +243,10 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Configuration file: the key's account's `trusted_accounts` are added to
+    /// `--trusted-account` [default: ./keyward.toml when present].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Arguments of `keyward fix`.
@@ -267,6 +271,11 @@ pub struct FixArgs {
     /// Also print a statement-by-statement diff of the change on stderr.
     #[arg(long)]
     pub diff: bool,
+    /// Configuration file: the account's `key_admins`, `auditor` and `remediator` are used
+    /// where `--admin`, `--auditor` and `--caller` are not given [default: ./keyward.toml when
+    /// present].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// How `check` prints its results.

@@ -11,6 +11,8 @@ use super::condition::ConditionEntry;
 pub struct InvalidPolicy {
     /// The statement at fault, when the problem is inside one.
     pub statement_index: Option<usize>,
+    /// That statement's Sid, when it has a string one.
+    pub sid: Option<String>,
     /// What is wrong, for a human.
     pub reason: String,
 }
@@ -18,7 +20,12 @@ pub struct InvalidPolicy {
 impl fmt::Display for InvalidPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.statement_index {
-            Some(i) => write!(f, "statement {i}: {}", self.reason),
+            Some(i) => write!(
+                f,
+                "{}: {}",
+                statement_label(i, self.sid.as_deref()),
+                self.reason
+            ),
             None => f.write_str(&self.reason),
         }
     }
@@ -176,6 +183,7 @@ impl Policy {
     pub fn parse(text: &str) -> Result<Self, InvalidPolicy> {
         let value: Value = serde_json::from_str(text).map_err(|e| InvalidPolicy {
             statement_index: None,
+            sid: None,
             reason: format!("not JSON: {e}"),
         })?;
         Self::from_value(value)
@@ -231,6 +239,7 @@ impl Policy {
 fn top_level(reason: &str) -> InvalidPolicy {
     InvalidPolicy {
         statement_index: None,
+        sid: None,
         reason: reason.to_string(),
     }
 }
@@ -238,11 +247,23 @@ fn top_level(reason: &str) -> InvalidPolicy {
 fn at(index: usize, reason: impl Into<String>) -> InvalidPolicy {
     InvalidPolicy {
         statement_index: Some(index),
+        sid: None,
         reason: reason.into(),
     }
 }
 
+/// One statement; a violation names the statement's Sid when it has one, so people find it.
 fn parse_statement(index: usize, obj: &Map<String, Value>) -> Result<Statement, InvalidPolicy> {
+    parse_statement_fields(index, obj).map_err(|mut e| {
+        e.sid = obj.get("Sid").and_then(Value::as_str).map(str::to_string);
+        e
+    })
+}
+
+fn parse_statement_fields(
+    index: usize,
+    obj: &Map<String, Value>,
+) -> Result<Statement, InvalidPolicy> {
     let effect = match obj.get("Effect") {
         Some(Value::String(s)) if s == "Allow" => Effect::Allow,
         Some(Value::String(s)) if s == "Deny" => Effect::Deny,

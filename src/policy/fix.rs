@@ -3,11 +3,16 @@
 
 use serde_json::{Map, Value, json};
 
+use super::condition::{PrincipalType, admitted_principal_types, parse_block};
 use super::document::{Policy, Statement};
 use super::matching::{
     is_account_id, is_account_principal, is_iam_identity_of, session_to_role_arn,
 };
 use super::rules::delegation_of;
+
+/// The condition key and operator of AWS's pin.
+const PRINCIPAL_TYPE: &str = "aws:PrincipalType";
+const PIN_OPERATOR: &str = "StringEquals";
 
 /// The Sid AWS's guidance gives the pinned root statement.
 pub const ROOT_SID: &str = "EnableRootAccessAndPreventPermissionDelegation";
@@ -146,7 +151,8 @@ pub fn fix(policy: &Policy, ctx: &FixContext<'_>) -> Result<FixOutcome, FixRefus
         };
         let sid = unique_sid(ROOT_SID, &mut sids, own);
         first_root_position.get_or_insert(statements.len());
-        statements.push(Value::Object(pin_to_account(root, &sid)));
+        let (pinned, notes) = pin_to_account(root, &sid, account, &st.label())?;
+        statements.push(Value::Object(pinned));
         match rest {
             Some(rest) => {
                 changes.push(format!(
@@ -160,6 +166,7 @@ pub fn fix(policy: &Policy, ctx: &FixContext<'_>) -> Result<FixOutcome, FixRefus
                 st.label()
             )),
         }
+        changes.extend(notes);
     }
     // Named statements go right after the root statement, where the AWS default policy has them.
     let mut insert_at = first_root_position.map_or(statements.len(), |i| i + 1);
@@ -295,35 +302,83 @@ fn one_or_many(values: &[String]) -> Value {
     }
 }
 
-/// Sets the Sid and merges `StringEquals aws:PrincipalType = Account` into the conditions.
-/// Entries on `aws:PrincipalType` itself are replaced by the pin (they are what admitted IAM
-/// identities); every other condition entry is kept.
-fn pin_to_account(mut st: Map<String, Value>, sid: &str) -> Map<String, Value> {
+/// Sets the Sid and merges `StringEquals aws:PrincipalType = Account` into the conditions,
+/// returning the statement and a line for each existing `aws:PrincipalType` entry it touched.
+///
+/// No condition entry is ever dropped: conditions are ANDed, so keeping an entry beside the pin
+/// only narrows the statement further. The one place the pin and an entry meet is a
+/// `StringEquals aws:PrincipalType` already in the statement (JSON allows the key once per
+/// operator): its values are narrowed to `Account`, which is what ANDing them with the pin
+/// means, and when they do not include `Account` the fix is refused rather than guessed.
+fn pin_to_account(
+    mut st: Map<String, Value>,
+    sid: &str,
+    account: &str,
+    label: &str,
+) -> Result<(Map<String, Value>, Vec<String>), FixRefused> {
     let mut condition = match st.get("Condition") {
         Some(Value::Object(c)) => c.clone(),
         _ => Map::new(),
     };
-    for keys in condition.values_mut() {
-        if let Value::Object(keys) = keys {
-            keys.retain(|k, _| !k.eq_ignore_ascii_case("aws:PrincipalType"));
+    let mut notes = Vec::new();
+    for (op, keys) in &condition {
+        let Value::Object(keys) = keys else { continue };
+        for (key, values) in keys {
+            if !key.eq_ignore_ascii_case(PRINCIPAL_TYPE) || op.eq_ignore_ascii_case(PIN_OPERATOR) {
+                continue;
+            }
+            let entry = json!({ op.as_str(): { key.as_str(): values } });
+            let admits_account = parse_block(&entry).is_some_and(|entries| {
+                admitted_principal_types(&entries, account).contains(&PrincipalType::Account)
+            });
+            notes.push(if admits_account {
+                format!("{label}: kept its condition {op} {key} = {values}; with the pin it admits only the account itself")
+            } else {
+                format!("{label}: kept its condition {op} {key} = {values}, which excludes the account itself, so the statement now grants nothing; Keyward never drops a condition, so review this statement")
+            });
         }
     }
-    condition.retain(|_, keys| !keys.as_object().is_some_and(Map::is_empty));
     let op = condition
         .keys()
-        .find(|k| k.eq_ignore_ascii_case("StringEquals"))
+        .find(|k| k.eq_ignore_ascii_case(PIN_OPERATOR))
         .cloned()
-        .unwrap_or_else(|| "StringEquals".to_string());
+        .unwrap_or_else(|| PIN_OPERATOR.to_string());
     match condition.get_mut(&op) {
         Some(Value::Object(keys)) => {
-            keys.insert("aws:PrincipalType".into(), json!("Account"));
+            let existing = keys
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case(PRINCIPAL_TYPE))
+                .cloned();
+            match existing {
+                Some(key) => {
+                    let values = &keys[&key];
+                    let listed = match values {
+                        Value::Array(items) => items.iter().any(|v| v == "Account"),
+                        one => one == "Account",
+                    };
+                    if !listed {
+                        return Err(refuse(format!(
+                            "{label}: its condition {op} {key} = {values} does not admit the account itself, so pinning it to Account would leave a statement that grants nothing; edit this statement by hand"
+                        )));
+                    }
+                    if values != "Account" {
+                        notes.push(format!(
+                            "{label}: narrowed its condition {op} {key} from {values} to \"Account\""
+                        ));
+                    }
+                    keys.insert(key, json!("Account"));
+                }
+                None => {
+                    keys.insert(PRINCIPAL_TYPE.into(), json!("Account"));
+                }
+            }
         }
         _ => {
-            condition.insert(op, json!({ "aws:PrincipalType": "Account" }));
+            condition.insert(op, json!({ PRINCIPAL_TYPE: "Account" }));
         }
     }
     st.insert("Condition".into(), Value::Object(condition));
-    with_sid_first(st, sid)
+    Ok((with_sid_first(st, sid), notes))
 }
 
 /// Puts `Sid` first, where people look for it; the other fields keep their order.
@@ -577,12 +632,109 @@ mod tests {
         let cond = out.policy.statements()[0].raw()["Condition"].clone();
         assert_eq!(
             cond,
-            serde_json::json!({"StringEquals":{"kms:CallerAccount":"111122223333","aws:PrincipalType":"Account"},"Bool":{"aws:SecureTransport":"true"}})
+            serde_json::json!({"StringEquals":{"kms:CallerAccount":"111122223333","aws:PrincipalType":"Account"},"Bool":{"aws:SecureTransport":"true"},"StringLike":{"aws:PrincipalType":"*"}})
+        );
+        assert!(
+            out.changes
+                .iter()
+                .any(|c| c.contains("kept its condition StringLike aws:PrincipalType")),
+            "{:?}",
+            out.changes
         );
         // the bare-account principal form is kept as written
         assert_eq!(
             out.policy.statements()[0].raw()["Principal"],
             serde_json::json!({"AWS":"111122223333"})
+        );
+    }
+
+    #[test]
+    fn principal_type_entries_under_the_pin_operator_are_narrowed_to_account() {
+        let text = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*","Condition":{"StringEquals":{"aws:principaltype":["Account","AssumedRole"]}}}]}"#;
+        let out = fixed(text, &admins(), None, None);
+        assert_eq!(
+            out.policy.statements()[0].raw()["Condition"],
+            serde_json::json!({"StringEquals":{"aws:principaltype":"Account"}})
+        );
+        assert!(
+            out.changes.iter().any(|c| c.contains("narrowed")),
+            "{:?}",
+            out.changes
+        );
+    }
+
+    #[test]
+    fn a_pin_operator_entry_without_account_is_refused_not_rewritten() {
+        let text = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*","Condition":{"StringEquals":{"aws:PrincipalType":["User","AssumedRole"]}}}]}"#;
+        let err = run(text, &admins(), None, None).unwrap_err();
+        assert!(
+            err.reason.contains("does not admit the account itself"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_entry_that_excludes_the_account_is_kept_and_reported() {
+        let text = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*","Condition":{"StringNotEquals":{"aws:PrincipalType":"Account"}}}]}"#;
+        let out = fixed(text, &admins(), None, None);
+        assert_eq!(
+            out.policy.statements()[0].raw()["Condition"],
+            serde_json::json!({"StringNotEquals":{"aws:PrincipalType":"Account"},"StringEquals":{"aws:PrincipalType":"Account"}})
+        );
+        assert!(
+            out.changes.iter().any(|c| c.contains("grants nothing")),
+            "{:?}",
+            out.changes
+        );
+    }
+
+    /// The safety net behind `fix`: each check refuses a crafted "after" policy on its own,
+    /// since a correct rewrite never reaches them.
+    #[test]
+    fn safety_checks_each_refuse_what_they_guard() {
+        let parse = |text: String| Policy::parse(&text).unwrap();
+        let admin = format!(
+            r#"{{"Sid":"Admin","Effect":"Allow","Principal":{{"AWS":"{ADMIN}"}},"Action":"kms:*","Resource":"*"}}"#
+        );
+        let pinned = format!(
+            r#"{{"Sid":"{ROOT_SID}","Effect":"Allow","Principal":{{"AWS":"{ROOT}"}},"Action":"kms:*","Resource":"*","Condition":{{"StringEquals":{{"aws:PrincipalType":"Account"}}}}}}"#
+        );
+        let delegating = format!(
+            r#"{{"Effect":"Allow","Principal":{{"AWS":"{ROOT}"}},"Action":"kms:*","Resource":"*"}}"#
+        );
+        let before = parse(format!(r#"{{"Statement":[{delegating},{admin}]}}"#));
+        let safe = parse(format!(r#"{{"Statement":[{pinned},{admin}]}}"#));
+        assert_eq!(check_safety(&before, &safe, ACCOUNT, None, None), Ok(()));
+
+        let still = check_safety(&before, &before, ACCOUNT, None, None).unwrap_err();
+        assert!(still.reason.contains("still delegates"), "{still}");
+
+        let no_admin = parse(format!(r#"{{"Statement":[{pinned}]}}"#));
+        let err = check_safety(&before, &no_admin, ACCOUNT, None, None).unwrap_err();
+        assert!(err.reason.contains("no IAM role or user"), "{err}");
+
+        let rootless = parse(format!(r#"{{"Statement":[{admin}]}}"#));
+        let err = check_safety(&before, &rootless, ACCOUNT, None, None).unwrap_err();
+        assert!(err.reason.contains("root would lose access"), "{err}");
+
+        let auditor = "arn:aws:iam::111122223333:role/Auditor";
+        let err = check_safety(&before, &safe, ACCOUNT, Some(auditor), None).unwrap_err();
+        assert!(
+            err.reason.contains("auditor") && err.reason.contains(auditor),
+            "{err}"
+        );
+
+        let caller = "arn:aws:iam::111122223333:role/Keyward";
+        let err = check_safety(&before, &safe, ACCOUNT, None, Some(caller)).unwrap_err();
+        assert!(
+            err.reason.contains("kms:PutKeyPolicy") && err.reason.contains(caller),
+            "{err}"
+        );
+
+        // The account principal itself never needs a statement of its own.
+        assert_eq!(
+            check_safety(&before, &safe, ACCOUNT, Some(ROOT), Some(ROOT)),
+            Ok(())
         );
     }
 

@@ -128,7 +128,7 @@ static CATALOGUE: [RuleInfo; 14] = [
         remediation: "Enable automatic rotation (EnableKeyRotation).",
         references: &[
             "https://docs.aws.amazon.com/kms/latest/developerguide/rotate-keys.html",
-            "CIS AWS Foundations Benchmark 3.6",
+            "CIS AWS Foundations Benchmark v3.0.0, control 3.6 (3.8 in earlier versions)",
             "AWS Security Hub KMS.4",
         ],
     },
@@ -181,6 +181,31 @@ mod tests {
             assert_eq!(entry.id, id);
             assert!(!entry.title.is_empty() && !entry.rationale.is_empty());
             assert!(!entry.remediation.is_empty() && !entry.references.is_empty());
+        }
+    }
+
+    /// The compliance controls auditors map findings to; a renumbering must be a deliberate edit.
+    #[test]
+    fn control_references_name_their_controls() {
+        let refs = |id: RuleId| info(id).references.join(" | ");
+        assert!(refs(RuleId::Public).contains("AWS Security Hub KMS.5"));
+        assert!(refs(RuleId::RotationDisabled).contains("AWS Security Hub KMS.4"));
+        assert!(
+            refs(RuleId::RotationDisabled)
+                .contains("CIS AWS Foundations Benchmark v3.0.0, control 3.6")
+        );
+        assert!(refs(RuleId::PendingDeletion).contains("AWS Security Hub KMS.3"));
+        assert!(refs(RuleId::IamDecryptAllKeys).contains("AWS Security Hub KMS.1"));
+        assert!(refs(RuleId::IamDecryptAllKeys).contains("AWS Security Hub KMS.2"));
+        for entry in CATALOGUE.iter() {
+            assert!(
+                entry
+                    .references
+                    .iter()
+                    .any(|r| r.starts_with("https://docs.aws.amazon.com/")),
+                "{} cites no AWS documentation",
+                entry.id.as_str()
+            );
         }
     }
 

@@ -9,7 +9,7 @@ pub(super) fn finding(err: &InvalidPolicy) -> Finding {
         rule_id: RuleId::Invalid,
         severity: RuleId::Invalid.severity(),
         statement_index: err.statement_index,
-        sid: None,
+        sid: err.sid.clone(),
         message: format!("The key policy is not valid: {err}."),
         locator: "key".to_string(),
     }
@@ -36,6 +36,15 @@ mod tests {
             assert_eq!(got[0].rule_id, RuleId::Invalid);
         }
         assert_eq!(findings(cases[3])[0].statement_index, Some(1));
+        assert_eq!(findings(cases[3])[0].sid, None);
+        let named = r#"{"Statement":[{"Sid":"Broken","Effect":"Permit","Principal":"*","Action":"kms:*","Resource":"*"}]}"#;
+        let got = findings(named);
+        assert_eq!(got[0].sid.as_deref(), Some("Broken"));
+        assert!(
+            got[0].message.contains("statement 0 (\"Broken\")"),
+            "{}",
+            got[0].message
+        );
     }
 
     #[test]
