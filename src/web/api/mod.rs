@@ -43,7 +43,7 @@ pub const DEFAULT_LIMIT: u32 = 100;
         description = "Keyward keeps IAM out of AWS KMS keys. Every error is an RFC 9457 application/problem+json document.",
         license(name = "Apache-2.0")
     ),
-    modifiers(&BearerAuth, &CommonResponses),
+    modifiers(&BearerAuth),
     security(("bearer" = [])),
     paths(openapi_json),
     components(schemas(Problem))
@@ -184,6 +184,9 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(super::metrics))
         .routes(routes!(super::api_docs))
         .split_for_parts();
+    // After the routes are in: a derive-time modifier would see none of their operations.
+    let mut openapi = openapi;
+    CommonResponses.modify(&mut openapi);
     let router = router.route(
         "/api/openapi.json",
         get(openapi_json).layer(Extension(Arc::new(openapi.clone()))),
