@@ -3,6 +3,8 @@
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/moto.rs"]
+mod moto;
 
 use chrono::{TimeZone, Utc};
 use keyward::clock::SystemClock;
@@ -1178,4 +1180,90 @@ async fn sync_runs_are_paginated() {
     assert!(rest["next_cursor"].is_null());
     let (status, body) = s.get("viewer", "/api/v1/sync/runs?colour=blue").await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST);
+}
+
+/// A refused `POST /sync` (a pass started through the API still runs) changes nothing, so it
+/// leaves no audit entry; the accepted one leaves exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sync_trigger_is_not_audited() {
+    use keyward::aws::{AccountAccess, KmsConnector, SdkConnector};
+    use keyward::sync::{SyncService, Target};
+    use keyward::web::SyncTrigger;
+    moto::prepare_environment();
+    // An "AWS endpoint" that accepts connections and never answers: the pass keeps running
+    // (for the SDK's 30 s attempt timeout at least) while the test asks again.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let db = db::sqlite().await;
+    let store = db.shared();
+    store
+        .create_token(&NewToken {
+            name: "jira".into(),
+            role: "operator".into(),
+            sha256: token_hash("secret-operator"),
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let connector: Arc<dyn KmsConnector> =
+        Arc::new(SdkConnector::new(Some(endpoint), metrics.clone()));
+    let service = Arc::new(SyncService {
+        store: store.clone(),
+        connector,
+        metrics: metrics.clone(),
+        clock: Arc::new(SystemClock),
+        concurrency: 1,
+        parallel_regions: 1,
+        owner: "test".into(),
+        lease: std::time::Duration::from_secs(600),
+    });
+    let target = Target {
+        account_id: A.into(),
+        name: "a".into(),
+        access: AccountAccess {
+            account_id: A.into(),
+            role_arn: None,
+            external_id: None,
+        },
+        regions: vec!["us-east-1".into()],
+        trusted_accounts: Vec::new(),
+    };
+    let trigger = Arc::new(SyncTrigger::new(service, vec![target]));
+    let app = build_app(AppState {
+        store: store.clone(),
+        metrics,
+        clock: Arc::new(SystemClock),
+        sync: Some(trigger.clone()),
+        remediation: None,
+        metrics_public: true,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(listener, app, std::future::pending()));
+    let http = reqwest::Client::new();
+    let post = || {
+        http.post(format!("{base}/api/v1/sync"))
+            .bearer_auth("secret-operator")
+            .send()
+    };
+    let triggered = || async {
+        let (rows, _) = store.list_audit(None, 100).await.unwrap();
+        rows.iter().filter(|e| e.action == "sync.triggered").count()
+    };
+    let first = post().await.unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    assert_eq!(triggered().await, 1);
+    assert!(trigger.is_running(), "the pass ended before the test could ask again");
+    let second = post().await.unwrap();
+    assert_eq!(second.status(), StatusCode::CONFLICT);
+    assert_eq!(second.headers()["content-type"], "application/problem+json");
+    assert!(trigger.is_running());
+    assert_eq!(triggered().await, 1, "the refused trigger was audited");
 }
