@@ -429,7 +429,10 @@ async fn summary_and_accounts(db: db::TestDb) {
     assert_eq!(first["items"][0]["name"], format!("acct {A}"));
     let cursor = first["next_cursor"].as_str().unwrap();
     let (_, rest) = s
-        .get("viewer", &format!("/api/v1/accounts?limit=2&cursor={cursor}"))
+        .get(
+            "viewer",
+            &format!("/api/v1/accounts?limit=2&cursor={cursor}"),
+        )
         .await;
     assert_eq!(ids(&rest), ["999988887777"]);
     assert_eq!(rest["total"], 3);
@@ -710,7 +713,12 @@ async fn bad_requests_are_problems(db: db::TestDb) {
         assert_problem_response(&response, StatusCode::BAD_REQUEST);
     }
     let response = s
-        .send(Method::POST, "approver", "/api/v1/remediations/%FF/approve", None)
+        .send(
+            Method::POST,
+            "approver",
+            "/api/v1/remediations/%FF/approve",
+            None,
+        )
         .await;
     assert_problem_response(&response, StatusCode::BAD_REQUEST);
 
@@ -728,9 +736,18 @@ async fn bad_requests_are_problems(db: db::TestDb) {
             (big.clone(), StatusCode::PAYLOAD_TOO_LARGE),
             (b"{\"comment\": ".to_vec(), StatusCode::BAD_REQUEST),
             (b"not json".to_vec(), StatusCode::BAD_REQUEST),
-            (br#"{"comment": 5}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
-            (br#"{"colour": "blue"}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
-            (br#"{"comment": "ok"}"#.to_vec(), StatusCode::SERVICE_UNAVAILABLE),
+            (
+                br#"{"comment": 5}"#.to_vec(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                br#"{"colour": "blue"}"#.to_vec(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                br#"{"comment": "ok"}"#.to_vec(),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
             (Vec::new(), StatusCode::SERVICE_UNAVAILABLE),
         ] {
             let response = s.send(Method::POST, role, &path, Some(body)).await;
@@ -770,7 +787,13 @@ async fn role_matrix(db: db::TestDb) {
         (Utc::now() + chrono::Duration::days(30)).to_rfc3339()
     );
     let cases: Vec<(Method, String, Option<String>, &str, &str)> = vec![
-        (Method::POST, "/api/v1/sync".into(), None, "viewer", "operator"),
+        (
+            Method::POST,
+            "/api/v1/sync".into(),
+            None,
+            "viewer",
+            "operator",
+        ),
         (
             Method::DELETE,
             format!("/api/v1/findings/{finding}/waive"),
@@ -872,8 +895,14 @@ async fn role_matrix(db: db::TestDb) {
         .iter()
         .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
         .collect();
-    assert!(actors.contains(&("jira", "finding.ticket_set")), "{actors:?}");
-    assert!(actors.contains(&("root-admin", "finding.ticket_set")), "{actors:?}");
+    assert!(
+        actors.contains(&("jira", "finding.ticket_set")),
+        "{actors:?}"
+    );
+    assert!(
+        actors.contains(&("root-admin", "finding.ticket_set")),
+        "{actors:?}"
+    );
     // every role reads, webhook deliveries included (they carry no secrets)
     for role in ["viewer", "operator", "approver", "admin"] {
         for path in [
@@ -979,15 +1008,13 @@ async fn openapi_document_and_router_agree() {
                 "{method} {path} is documented but not routed"
             );
             // every documented error is a problem document
-            for (code, response) in ops[method.to_lowercase()]["responses"]
-                .as_object()
-                .unwrap()
-            {
+            for (code, response) in ops[method.to_lowercase()]["responses"].as_object().unwrap() {
                 if code.starts_with('4') || code.starts_with('5') {
                     let content = &response["content"];
                     let reference = response["$ref"].as_str();
                     assert!(
-                        reference.is_some() || content.get("application/problem+json").is_some()
+                        reference.is_some()
+                            || content.get("application/problem+json").is_some()
                             || path == "/readyz",
                         "{method} {path} {code}: {response}"
                     );
@@ -1074,7 +1101,10 @@ async fn openapi_document_and_router_agree() {
         let (method, path) = route.split_once(' ').unwrap();
         let r = s
             .http
-            .request(method.parse().unwrap(), format!("{}{}", s.base, concrete(path)))
+            .request(
+                method.parse().unwrap(),
+                format!("{}{}", s.base, concrete(path)),
+            )
             .bearer_auth("secret-admin")
             .send()
             .await
@@ -1083,7 +1113,10 @@ async fn openapi_document_and_router_agree() {
         let body: Value = r.json().await.unwrap_or(Value::Null);
         assert!(
             status != StatusCode::METHOD_NOT_ALLOWED
-                && !body["detail"].as_str().unwrap_or("").starts_with("no route"),
+                && !body["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("no route"),
             "{route} is not routed: {status} {body}"
         );
     }
@@ -1260,7 +1293,10 @@ async fn a_refused_sync_trigger_is_not_audited() {
     let first = post().await.unwrap();
     assert_eq!(first.status(), StatusCode::ACCEPTED);
     assert_eq!(triggered().await, 1);
-    assert!(trigger.is_running(), "the pass ended before the test could ask again");
+    assert!(
+        trigger.is_running(),
+        "the pass ended before the test could ask again"
+    );
     let second = post().await.unwrap();
     assert_eq!(second.status(), StatusCode::CONFLICT);
     assert_eq!(second.headers()["content-type"], "application/problem+json");

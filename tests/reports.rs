@@ -236,8 +236,24 @@ async fn seed(store: &dyn Store) {
     .await;
     // accepted risk: the wildcard on the public key (a reason that looks like a formula), and
     // the missing administrator on every key of account A, which makes k-deleg compliant
-    waive(store, A, "KMS-NO-ADMIN", WaiverScope::Account, ACCOUNT_REASON, ACCOUNT_EXPIRY).await;
-    waive(store, B, "KMS-WILDCARD-ACTION", WaiverScope::Key, KEY_REASON, KEY_EXPIRY).await;
+    waive(
+        store,
+        A,
+        "KMS-NO-ADMIN",
+        WaiverScope::Account,
+        ACCOUNT_REASON,
+        ACCOUNT_EXPIRY,
+    )
+    .await;
+    waive(
+        store,
+        B,
+        "KMS-WILDCARD-ACTION",
+        WaiverScope::Key,
+        KEY_REASON,
+        KEY_EXPIRY,
+    )
+    .await;
 }
 
 /// Why KMS-WILDCARD-ACTION is accepted on k-public, and until when (far ahead: the store judges
@@ -491,7 +507,10 @@ async fn csv_rows_quoting_and_formulas(db: db::TestDb) {
         "'@SUM(1+1) kms:* is granted to <img src=x onerror=alert(1)>"
     );
     // the key waiver's reason starts like a formula, and is neutralised too
-    assert_eq!(records[3][column("waiver_reason")], format!("'{KEY_REASON}"));
+    assert_eq!(
+        records[3][column("waiver_reason")],
+        format!("'{KEY_REASON}")
+    );
     assert_eq!(records[3][column("waiver_expires_at")], KEY_EXPIRY);
     assert!(
         text.contains("\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"click\"\") alias/shared\"")
@@ -610,7 +629,12 @@ async fn json_document_and_summary(db: db::TestDb) {
     );
     let compliant: Vec<(&str, bool)> = keys
         .iter()
-        .map(|k| (k["key_id"].as_str().unwrap(), k["compliant"].as_bool().unwrap()))
+        .map(|k| {
+            (
+                k["key_id"].as_str().unwrap(),
+                k["compliant"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert!(compliant.contains(&("k-deleg", true)), "{compliant:?}");
     assert!(compliant.contains(&("k-public", false)), "{compliant:?}");
@@ -779,7 +803,10 @@ async fn html_report_escapes_everything(db: db::TestDb) {
     assert!(waived.contains("<b>66.7&nbsp;%</b>compliant keys"));
     let noncompliant = &waived[waived.find("id=\"noncompliant\"").unwrap()..];
     assert!(noncompliant.contains("key/k-public"));
-    assert!(!noncompliant.contains("key/k-deleg"), "a waived key in the details");
+    assert!(
+        !noncompliant.contains("key/k-deleg"),
+        "a waived key in the details"
+    );
     assert!(noncompliant.contains(&format!(
         "<td>waived<br><span class=\"muted\">{KEY_REASON} (until {KEY_EXPIRY})</span></td>"
     )));

@@ -87,7 +87,9 @@ impl Modify for CommonResponses {
             "MethodNotAllowed".into(),
             RefOr::T(
                 ResponseBuilder::new()
-                    .description("The path does not take this method; `Allow` lists the ones it does")
+                    .description(
+                        "The path does not take this method; `Allow` lists the ones it does",
+                    )
                     .content(PROBLEM_JSON, problem())
                     .build(),
             ),
@@ -96,7 +98,9 @@ impl Modify for CommonResponses {
             "InvalidPath".into(),
             RefOr::T(
                 ResponseBuilder::new()
-                    .description("A path parameter is not valid (e.g. not UTF-8 once percent-decoded)")
+                    .description(
+                        "A path parameter is not valid (e.g. not UTF-8 once percent-decoded)",
+                    )
                     .content(PROBLEM_JSON, problem())
                     .build(),
             ),
