@@ -10,7 +10,8 @@ use keyward::clock::SystemClock;
 use keyward::metrics::Metrics;
 use keyward::report::{self, CSV_HEADER, ReportFormat, ReportOptions};
 use keyward::store::{
-    AccountRow, KeyRecord, KeyUpdate, NewFinding, NewToken, PolicyState, RegionSync, Store,
+    AccountRow, FindingFilter, KeyRecord, KeyUpdate, NewAuditEvent, NewFinding, NewToken,
+    NewWaiver, PolicyState, RegionSync, Store, WaiverScope,
 };
 use keyward::web::auth::token_hash;
 use keyward::web::{AppState, build_app, serve};
@@ -214,6 +215,7 @@ async fn seed(store: &dyn Store) {
     )
     .await;
     // the delegating key is fixed a minute later: a second policy version, delegation resolved
+    // (the waivers come after it, below)
     apply(
         store,
         A,
@@ -232,6 +234,72 @@ async fn seed(store: &dyn Store) {
         )],
     )
     .await;
+    // accepted risk: the wildcard on the public key (a reason that looks like a formula), and
+    // the missing administrator on every key of account A, which makes k-deleg compliant
+    waive(
+        store,
+        A,
+        "KMS-NO-ADMIN",
+        WaiverScope::Account,
+        ACCOUNT_REASON,
+        ACCOUNT_EXPIRY,
+    )
+    .await;
+    waive(
+        store,
+        B,
+        "KMS-WILDCARD-ACTION",
+        WaiverScope::Key,
+        KEY_REASON,
+        KEY_EXPIRY,
+    )
+    .await;
+}
+
+/// Why KMS-WILDCARD-ACTION is accepted on k-public, and until when (far ahead: the store judges
+/// waivers by the wall clock, and snapshots must not change when time passes).
+const KEY_REASON: &str = "=accepted by SEC-7, see wiki";
+const KEY_EXPIRY: &str = "2099-01-01T00:00:00Z";
+const ACCOUNT_REASON: &str = "Break-glass admin role is managed outside KMS";
+const ACCOUNT_EXPIRY: &str = "2099-06-30T00:00:00Z";
+
+/// Waives the open finding of `rule` in `account`.
+async fn waive(
+    store: &dyn Store,
+    account: &str,
+    rule: &str,
+    scope: WaiverScope,
+    reason: &str,
+    expires_at: &str,
+) {
+    let filter = FindingFilter {
+        account: Some(account.into()),
+        rule: Some(rule.into()),
+        status: Some("open".into()),
+        ..FindingFilter::default()
+    };
+    let (found, _) = store.query_findings(&filter, None, 10).await.unwrap();
+    assert_eq!(found.len(), 1, "{rule} in {account}");
+    store
+        .waive_finding(
+            found[0].id,
+            &NewWaiver {
+                scope,
+                reason: reason.into(),
+                author: "auditor".into(),
+                created_at: at(120),
+                expires_at: DateTime::parse_from_rfc3339(expires_at).unwrap().into(),
+            },
+            &NewAuditEvent {
+                at: at(120),
+                actor: "auditor".into(),
+                action: "finding.waived".into(),
+                target: format!("finding:{}", found[0].id),
+                detail: "{}".into(),
+            },
+        )
+        .await
+        .unwrap();
 }
 
 fn options(include_resolved: bool) -> ReportOptions {
@@ -387,19 +455,29 @@ async fn csv_rows_quoting_and_formulas(db: db::TestDb) {
 
     let records = parse_csv(&text);
     assert_eq!(records[0], CSV_HEADER);
-    assert_eq!(records.len(), 4, "header + three open findings: {text}");
+    assert_eq!(
+        records.len(),
+        4,
+        "header + one open and two waived findings: {text}"
+    );
     let column = |name: &str| CSV_HEADER.iter().position(|c| *c == name).unwrap();
     let rules: Vec<&str> = records[1..]
         .iter()
         .map(|r| r[column("rule_id")].as_str())
         .collect();
-    assert_eq!(rules, ["KMS-NO-ADMIN", "KMS-PUBLIC", "KMS-WILDCARD-ACTION"]);
-    let no_admin = &records[1];
+    // open findings first, then waived ones, each in the order they were found
+    assert_eq!(rules, ["KMS-PUBLIC", "KMS-NO-ADMIN", "KMS-WILDCARD-ACTION"]);
+    let statuses: Vec<&str> = records[1..]
+        .iter()
+        .map(|r| r[column("status")].as_str())
+        .collect();
+    assert_eq!(statuses, ["open", "waived", "waived"]);
+    // waived by the account-wide waiver of KMS-NO-ADMIN
+    let no_admin = &records[2];
     assert_eq!(no_admin[column("account_name")], "Payments, Prod");
     assert_eq!(no_admin[column("aliases")], "alias/payments");
-    assert_eq!(no_admin[column("status")], "open");
-    assert_eq!(no_admin[column("waiver_reason")], "");
-    assert_eq!(no_admin[column("waiver_expires_at")], "");
+    assert_eq!(no_admin[column("waiver_reason")], ACCOUNT_REASON);
+    assert_eq!(no_admin[column("waiver_expires_at")], ACCOUNT_EXPIRY);
     assert_eq!(no_admin[column("first_seen")], "2026-05-28T20:26:40Z");
     assert_eq!(no_admin[column("last_seen")], "2026-05-28T20:27:40Z");
     assert_eq!(
@@ -411,7 +489,9 @@ async fn csv_rows_quoting_and_formulas(db: db::TestDb) {
         no_admin[column("policy_fetched_at")],
         "2026-05-28T20:27:40Z"
     );
-    let public = &records[2];
+    let public = &records[1];
+    assert_eq!(public[column("waiver_reason")], "");
+    assert_eq!(public[column("waiver_expires_at")], "");
     // formulas are neutralised, then quoted as RFC 4180 wants
     assert_eq!(public[column("account_name")], "'=cmd|' /C calc'!A0");
     assert_eq!(
@@ -426,6 +506,12 @@ async fn csv_rows_quoting_and_formulas(db: db::TestDb) {
         records[3][column("message")],
         "'@SUM(1+1) kms:* is granted to <img src=x onerror=alert(1)>"
     );
+    // the key waiver's reason starts like a formula, and is neutralised too
+    assert_eq!(
+        records[3][column("waiver_reason")],
+        format!("'{KEY_REASON}")
+    );
+    assert_eq!(records[3][column("waiver_expires_at")], KEY_EXPIRY);
     assert!(
         text.contains("\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"click\"\") alias/shared\"")
     );
@@ -503,29 +589,55 @@ async fn json_document_and_summary(db: db::TestDb) {
             "findings without {field}"
         );
     }
+    // waived findings are listed with their waiver…
+    let by_rule = |rule: &str| findings.iter().find(|f| f["rule_id"] == rule).unwrap();
+    assert_eq!(by_rule("KMS-PUBLIC")["status"], "open");
+    assert!(by_rule("KMS-PUBLIC")["waiver_reason"].is_null());
+    for (rule, reason, expiry) in [
+        ("KMS-NO-ADMIN", ACCOUNT_REASON, ACCOUNT_EXPIRY),
+        ("KMS-WILDCARD-ACTION", KEY_REASON, KEY_EXPIRY),
+    ] {
+        assert_eq!(by_rule(rule)["status"], "waived");
+        // JSON carries the text as it is: only CSV cells are neutralised
+        assert_eq!(by_rule(rule)["waiver_reason"], reason);
+        assert_eq!(by_rule(rule)["waiver_expires_at"], expiry);
+    }
+    // …but neither counted as open nor making their key non-compliant: k-deleg's only open
+    // finding is waived account-wide, so it is compliant
     let summary = &doc["summary"];
     assert_eq!(summary["keys"], 3);
-    assert_eq!(summary["keys_compliant"], 1);
-    assert_eq!(summary["keys_noncompliant"], 2);
-    assert_eq!(summary["compliance_percent"], 33.3);
-    assert_eq!(summary["open_findings"], 3);
+    assert_eq!(summary["keys_compliant"], 2);
+    assert_eq!(summary["keys_noncompliant"], 1);
+    assert_eq!(summary["compliance_percent"], 66.7);
+    assert_eq!(summary["open_findings"], 1);
     assert_eq!(
         summary["open_findings_by_severity"],
-        serde_json::json!({"critical": 1, "medium": 2})
+        serde_json::json!({"critical": 1})
     );
     assert_eq!(
         summary["open_findings_by_rule"],
-        serde_json::json!({"KMS-NO-ADMIN": 1, "KMS-PUBLIC": 1, "KMS-WILDCARD-ACTION": 1})
+        serde_json::json!({"KMS-PUBLIC": 1})
     );
     assert_eq!(
         summary["accounts"],
         serde_json::json!([
-            {"account_id": A, "account_name": "Payments, Prod", "keys": 2, "keys_compliant": 1,
-             "keys_noncompliant": 1, "compliance_percent": 50.0, "open_findings": 1},
+            {"account_id": A, "account_name": "Payments, Prod", "keys": 2, "keys_compliant": 2,
+             "keys_noncompliant": 0, "compliance_percent": 100.0, "open_findings": 0},
             {"account_id": B, "account_name": "=cmd|' /C calc'!A0", "keys": 1, "keys_compliant": 0,
-             "keys_noncompliant": 1, "compliance_percent": 0.0, "open_findings": 2},
+             "keys_noncompliant": 1, "compliance_percent": 0.0, "open_findings": 1},
         ])
     );
+    let compliant: Vec<(&str, bool)> = keys
+        .iter()
+        .map(|k| {
+            (
+                k["key_id"].as_str().unwrap(),
+                k["compliant"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(compliant.contains(&("k-deleg", true)), "{compliant:?}");
+    assert!(compliant.contains(&("k-public", false)), "{compliant:?}");
 
     // the in-memory form is the same document
     let typed = report::json_export(s.store(), false, at(3600))
@@ -639,6 +751,26 @@ async fn ocsf_events_have_required_attributes(db: db::TestDb) {
     assert_eq!(resolved["status_id"], 4);
     assert_eq!(resolved["compliance"]["status"], "Pass");
     assert_eq!(by_rule("KMS-NO-ADMIN")["severity_id"], 3);
+    // a waived finding is suppressed, not passed: the control still fails
+    for (rule, reason, expiry) in [
+        ("KMS-NO-ADMIN", ACCOUNT_REASON, ACCOUNT_EXPIRY),
+        ("KMS-WILDCARD-ACTION", KEY_REASON, KEY_EXPIRY),
+    ] {
+        let waived = by_rule(rule);
+        assert_eq!(waived["status_id"], 3, "{rule}");
+        assert_eq!(waived["status"], "Suppressed", "{rule}");
+        assert_eq!(waived["activity_id"], 2, "{rule}");
+        assert_eq!(waived["type_uid"], 200302, "{rule}");
+        assert_eq!(waived["compliance"]["status_id"], 3, "{rule}");
+        assert_eq!(waived["compliance"]["status"], "Fail", "{rule}");
+        let keyward = &waived["unmapped"]["keyward"];
+        assert_eq!(keyward["waiver_reason"], reason, "{rule}");
+        let expires_ms = DateTime::parse_from_rfc3339(expiry)
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(keyward["waiver_expires_at"], expires_ms, "{rule}");
+    }
+    assert_eq!(public["status_id"], 1);
     // the uid is stable: the same in a second export (row ids are not portable, uids are)
     let again: Vec<Value> =
         serde_json::from_str(&export(s.store(), ReportFormat::Ocsf, true).await).unwrap();
@@ -665,6 +797,48 @@ async fn ocsf_events_have_required_attributes(db: db::TestDb) {
 async fn html_report_escapes_everything(db: db::TestDb) {
     seed(db.store()).await;
     let s = Server::start(db).await;
+    // with the seed's waivers: k-deleg's only open finding is waived, so the key is compliant
+    // and left out of the details; the waived wildcard shows its reason and expiry
+    let waived = export(s.store(), ReportFormat::Html, false).await;
+    assert!(waived.contains("<b>66.7&nbsp;%</b>compliant keys"));
+    let noncompliant = &waived[waived.find("id=\"noncompliant\"").unwrap()..];
+    assert!(noncompliant.contains("key/k-public"));
+    assert!(
+        !noncompliant.contains("key/k-deleg"),
+        "a waived key in the details"
+    );
+    assert!(noncompliant.contains(&format!(
+        "<td>waived<br><span class=\"muted\">{KEY_REASON} (until {KEY_EXPIRY})</span></td>"
+    )));
+    // the rest is checked with the account-wide waiver revoked, so k-deleg (with its resolved
+    // delegation finding) is non-compliant again
+    let (no_admin, _) = s
+        .store()
+        .query_findings(
+            &FindingFilter {
+                rule: Some("KMS-NO-ADMIN".into()),
+                ..FindingFilter::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    s.store()
+        .revoke_waivers(
+            no_admin[0].id,
+            Utc::now(),
+            "auditor",
+            &NewAuditEvent {
+                at: Utc::now(),
+                actor: "auditor".into(),
+                action: "finding.unwaived".into(),
+                target: format!("finding:{}", no_admin[0].id),
+                detail: "{}".into(),
+            },
+        )
+        .await
+        .unwrap();
     let html = export(s.store(), ReportFormat::Html, false).await;
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.trim_end().ends_with("</html>"));
@@ -747,12 +921,12 @@ async fn include_resolved_adds_resolved_findings(db: db::TestDb) {
         (
             "",
             3,
-            vec!["KMS-NO-ADMIN", "KMS-PUBLIC", "KMS-WILDCARD-ACTION"],
+            vec!["KMS-PUBLIC", "KMS-NO-ADMIN", "KMS-WILDCARD-ACTION"],
         ),
         (
             "&include_resolved=false",
             3,
-            vec!["KMS-NO-ADMIN", "KMS-PUBLIC", "KMS-WILDCARD-ACTION"],
+            vec!["KMS-PUBLIC", "KMS-NO-ADMIN", "KMS-WILDCARD-ACTION"],
         ),
         (
             "&include_resolved=true",
@@ -778,7 +952,7 @@ async fn include_resolved_adds_resolved_findings(db: db::TestDb) {
             .collect();
         assert_eq!(got, rules, "{query}");
         // the summary counts open findings whatever else is listed
-        assert_eq!(doc["summary"]["open_findings"], 3, "{query}");
+        assert_eq!(doc["summary"]["open_findings"], 1, "{query}");
     }
     let r = s
         .get("/api/v1/reports/compliance?format=csv&include_resolved=true")
@@ -878,11 +1052,11 @@ async fn errors_are_problems(db: db::TestDb) {
     let mut all = Vec::new();
     refs(&doc, &mut all);
     for r in &all {
-        let name = r.strip_prefix("#/components/schemas/").unwrap();
-        assert!(
-            doc["components"]["schemas"][name].is_object(),
-            "dangling {r}"
-        );
+        let (kind, name) = r
+            .strip_prefix("#/components/")
+            .and_then(|r| r.split_once('/'))
+            .unwrap();
+        assert!(doc["components"][kind][name].is_object(), "dangling {r}");
     }
     for schema in [
         "ComplianceDocument",

@@ -820,6 +820,8 @@ pub(super) fn finding_conditions(
         None => {}
         Some("open") => c.push("f.status = 'open' AND w.id IS NULL".into()),
         Some("waived") => c.push("w.id IS NOT NULL".into()),
+        // Open, waived or not: what still holds on the key.
+        Some("current") => c.push("f.status = 'open'".into()),
         Some(other) => {
             let p = c.text(other);
             c.push(format!("f.status = {p}"));
@@ -827,11 +829,14 @@ pub(super) fn finding_conditions(
     }
     if let Some(q) = &filter.q {
         let p = c.text(&contains_pattern(q));
+        // The fields `q` searches on keys, plus the finding's message.
         c.push(format!(
-            "({} OR {} OR {} OR {})",
+            "({} OR {} OR {} OR {} OR {} OR {})",
             dialect.like("f.key_arn", &p),
             dialect.like("k.key_id", &p),
+            dialect.like("k.description", &p),
             dialect.alias_like(&p),
+            dialect.tag_like(&p),
             dialect.like("f.message", &p)
         ));
     }

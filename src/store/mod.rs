@@ -696,10 +696,11 @@ pub struct FindingFilter {
     pub region: Option<String>,
     pub rule: Option<String>,
     pub severity: Option<String>,
-    /// `open`, `resolved` or `waived`; `None` = every status.
+    /// `open`, `resolved`, `waived`, or `current` (open and waived); `None` = every status.
     pub status: Option<String>,
     pub key_arn: Option<String>,
-    /// Case-insensitive substring of the key ARN, key id, an alias, or the message.
+    /// Case-insensitive substring of the key ARN, key id, description, an alias, a tag key or
+    /// value, or the message.
     pub q: Option<String>,
 }
 

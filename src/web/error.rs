@@ -1,9 +1,12 @@
 //! One error type for the HTTP layer, rendered as RFC 9457 `application/problem+json`.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
@@ -34,6 +37,9 @@ pub enum ApiError {
     Refused(String),
     #[error("{0}")]
     NotFound(String),
+    /// The path exists but not for this method; the router adds the `Allow` header.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("the request body is larger than {0} bytes")]
@@ -58,6 +64,11 @@ impl ApiError {
                 (StatusCode::FORBIDDEN, "forbidden", "Forbidden")
             }
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -142,14 +153,30 @@ impl From<JsonRejection> for ApiError {
                 Self::BadRequest(format!("malformed JSON: {}", e.body_text()))
             }
             JsonRejection::JsonDataError(e) => Self::Unprocessable(e.body_text()),
-            JsonRejection::BytesRejection(e) => {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Self::PayloadTooLarge(super::BODY_LIMIT)
-                } else {
-                    Self::BadRequest(e.body_text())
-                }
-            }
+            JsonRejection::BytesRejection(e) => Self::from(e),
             other => Self::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge(super::BODY_LIMIT)
+        } else {
+            Self::BadRequest(e.body_text())
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        match r {
+            PathRejection::FailedToDeserializePathParams(e) => {
+                Self::BadRequest(format!("invalid path: {}", e.body_text()))
+            }
+            // Only a handler mounted without the parameters it reads gets here: our bug.
+            other => Self::Internal(other.body_text()),
         }
     }
 }
@@ -170,6 +197,43 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
         axum::Json(self.0).into_response()
     }
 }
+
+/// An optional JSON body whose rejections are problem documents: an empty body is
+/// `T::default()`, anything else must parse as `T` (malformed → 400, wrong shape → 422, over
+/// the body limit → 413), like [`ApiJson`]. No `Content-Type` is required, so a bare
+/// `curl -X POST` works.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiOptionalJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiOptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let body = Bytes::from_request(request, state).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        serde_json::from_slice(&body).map(Self).map_err(|e| {
+            use serde_json::error::Category;
+            match e.classify() {
+                Category::Data => ApiError::Unprocessable(format!("invalid body: {e}")),
+                Category::Syntax | Category::Eof | Category::Io => {
+                    ApiError::BadRequest(format!("malformed JSON: {e}"))
+                }
+            }
+        })
+    }
+}
+
+/// `axum::extract::Path` whose rejections (e.g. a parameter that is not UTF-8 once
+/// percent-decoded) are problem documents.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
 
 /// `axum::extract::Query` whose rejections are problem documents.
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]

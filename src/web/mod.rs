@@ -7,10 +7,9 @@ pub mod error;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::store::{NewAuditEvent, Store, SyncRunRow};
 use crate::sync::{Due, SyncService, Target};
 use auth::Caller;
-use error::ApiError;
+use error::{ApiError, Problem};
 
 /// The largest request body accepted, in bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -111,14 +110,13 @@ pub fn build_app(state: AppState) -> Router {
 /// The application's routes: the API, the dashboard (configured by `dashboard`) and the
 /// operational endpoints.
 pub fn build_app_with(state: AppState, dashboard: dashboard::DashboardSettings) -> Router {
+    // The API router also carries the operational endpoints, so the OpenAPI document lists them.
     let (api, _) = api::router();
     let pages = dashboard::router(state.clone(), Arc::new(dashboard));
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/docs", get(api_docs))
         .merge(api)
+        // Only the API's routes: the dashboard answers its own wrong methods.
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .merge(pages)
         .fallback(not_found)
@@ -128,6 +126,8 @@ pub fn build_app_with(state: AppState, dashboard: dashboard::DashboardSettings) 
 
 /// The offline API reference: a page (with its script and style under `/static/`) that renders
 /// `/api/openapi.json`.
+#[utoipa::path(get, path = "/api/docs", tag = "operations", security(()),
+    responses((status = 200, description = "The API reference page", content_type = "text/html")))]
 async fn api_docs() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -149,6 +149,14 @@ async fn not_found(request: Request) -> Response {
             .into_response();
     }
     ApiError::NotFound(format!("no route for {} {}", request.method(), path)).into_response()
+}
+
+/// A path the API has, with a method it does not take; the router adds `Allow`.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}; the Allow header lists the methods that are",
+        uri.path()
+    ))
 }
 
 /// Scripts and styles only from this server (no inline code, no CDN), nothing framed.
@@ -185,17 +193,26 @@ pub async fn serve(
         .await
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-#[derive(Serialize)]
+/// Body of `/readyz`.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Readiness {
+    /// `ok` or `unreachable`.
     database: &'static str,
+    /// The last sync run of each account·region.
+    #[schema(value_type = Vec<Object>)]
     last_sync: Vec<SyncRunRow>,
 }
 
 /// Ready when the database answers; the last run per account·region shows how fresh data is.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness, description = "the database does not answer")))]
 async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(e) = state.store.ping().await {
         tracing::warn!(error = %e, "readiness: database unreachable");
@@ -216,6 +233,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+/// Prometheus metrics (OpenMetrics text); needs a token unless `auth.metrics_public`.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("bearer" = [])),
+    responses((status = 200, description = "OpenMetrics text", body = String,
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (status = 401, body = Problem, description = "a token is required (`auth.metrics_public = false`)")))]
 async fn metrics(State(state): State<AppState>, request: Request) -> Response {
     if !state.metrics_public {
         let (mut parts, _) = request.into_parts();

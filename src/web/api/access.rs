@@ -1,7 +1,7 @@
 //! `GET /keys/{key}/access` and `GET /principals/{arn}/keys`: who can use or manage a key today,
 //! and the reverse, which keys a principal can use.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -11,7 +11,7 @@ use crate::access::{AccessFilter, AccessTable, ActionGroup, PrincipalKeys, Princ
 use crate::effective_access::{self, EffectiveAccessError, InventoryStatus};
 use crate::web::AppState;
 use crate::web::auth::Caller;
-use crate::web::error::{ApiError, ApiJson, ApiQuery, Problem};
+use crate::web::error::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 
 /// What the evaluation covers, said with every answer.
 pub const SCOPE: &str = "Key policy, IAM identity policies of the key's account (through \
@@ -99,7 +99,7 @@ fn parse<T: std::str::FromStr>(
 pub async fn key_access(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(query): ApiQuery<AccessQuery>,
 ) -> ApiResult<KeyAccessResponse> {
     let filter = AccessFilter {
@@ -131,7 +131,7 @@ pub async fn key_access(
 pub async fn principal_keys(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(arn): Path<String>,
+    ApiPath(arn): ApiPath<String>,
     ApiQuery(query): ApiQuery<PrincipalQuery>,
 ) -> ApiResult<PrincipalKeysResponse> {
     if arn.is_empty() || arn.len() > 2048 {

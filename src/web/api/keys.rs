@@ -1,6 +1,6 @@
 //! Keys, their policies and history, and findings.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use crate::policy::diff::diff;
 use crate::store::{FindingFilter, KeyFilter, KeyRow};
 use crate::web::AppState;
 use crate::web::auth::Caller;
-use crate::web::error::{ApiError, ApiJson, ApiQuery, Problem};
+use crate::web::error::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 
 /// Filters of `GET /keys`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
@@ -28,8 +28,8 @@ pub struct KeyQuery {
     pub rule: Option<String>,
     /// Keys with an open finding of this severity.
     pub severity: Option<String>,
-    /// `open` (default: keys with open findings of `rule`/`severity`) — kept for symmetry with
-    /// `/findings`; `deleted` includes deleted keys.
+    /// `live` (default; `open` is the same) or `all` (`deleted` is the same): whether deleted
+    /// keys are listed too.
     pub status: Option<String>,
     pub compliant: Option<bool>,
     /// Substring of the ARN, key id, description, an alias or a tag.
@@ -71,7 +71,7 @@ pub async fn list_keys(
         Some("deleted") | Some("all") => true,
         Some(s) => {
             return Err(ApiError::BadRequest(format!(
-                "status must be live or all, not {s:?}"
+                "status must be live (or open), or all (or deleted) to include deleted keys, not {s:?}"
             )));
         }
     };
@@ -123,11 +123,12 @@ pub(super) async fn resolve_key(state: &AppState, key: &str) -> Result<KeyRow, A
 pub async fn key_detail(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> ApiResult<KeyDetail> {
     let row = resolve_key(&state, &key).await?;
     let filter = FindingFilter {
         key_arn: Some(row.key.arn.clone()),
+        status: Some("current".into()),
         ..FindingFilter::default()
     };
     let (findings, _) = state
@@ -143,11 +144,7 @@ pub async fn key_detail(
         deletion_date: record.deletion_date,
         tags: record.tags,
         grants: record.grants.into_iter().map(GrantView::from).collect(),
-        findings: findings
-            .into_iter()
-            .filter(|f| f.status != "resolved")
-            .map(FindingView::from)
-            .collect(),
+        findings: findings.into_iter().map(FindingView::from).collect(),
     }))
 }
 
@@ -159,7 +156,7 @@ pub async fn key_detail(
 pub async fn key_policy(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let row = resolve_key(&state, &key).await?;
@@ -201,7 +198,7 @@ pub async fn key_policy(
 pub async fn key_history(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> ApiResult<Vec<PolicyVersionView>> {
     let row = resolve_key(&state, &key).await?;
     let versions = state.store.policy_versions(&row.key.arn).await?;
@@ -241,7 +238,7 @@ pub struct FindingQuery {
     pub status: Option<String>,
     /// Key ARN.
     pub key: Option<String>,
-    /// Substring of the key ARN, key id, an alias or the message.
+    /// Substring of the key ARN, key id, description, an alias, a tag, or the message.
     pub q: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,

@@ -12,10 +12,14 @@ mod views;
 mod waivers;
 mod webhooks;
 
-use axum::Router;
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -41,9 +45,103 @@ pub const DEFAULT_LIMIT: u32 = 100;
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
+    paths(openapi_json),
     components(schemas(Problem))
 )]
 struct ApiDoc;
+
+/// The media type of every error body.
+const PROBLEM_JSON: &str = "application/problem+json";
+
+/// What every operation can answer without saying so itself: 405 on a path it does not take
+/// that method on, 400 for a path parameter that is not valid (e.g. not UTF-8 once decoded);
+/// and error bodies under the media type they are actually sent with.
+struct CommonResponses;
+
+impl CommonResponses {
+    fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .filter_map(Option::as_mut)
+    }
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let problem = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build()
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.responses.insert(
+            "MethodNotAllowed".into(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(
+                        "The path does not take this method; `Allow` lists the ones it does",
+                    )
+                    .content(PROBLEM_JSON, problem())
+                    .build(),
+            ),
+        );
+        components.responses.insert(
+            "InvalidPath".into(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(
+                        "A path parameter is not valid (e.g. not UTF-8 once percent-decoded)",
+                    )
+                    .content(PROBLEM_JSON, problem())
+                    .build(),
+            ),
+        );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let parameterised = path.contains('{');
+            for op in Self::operations(item) {
+                let responses = &mut op.responses.responses;
+                for response in responses.values_mut() {
+                    // `body = Problem` is documented as application/json; it is sent as
+                    // application/problem+json.
+                    if let RefOr::T(r) = response
+                        && r.content.get("application/json").is_some_and(|c| {
+                            matches!(&c.schema, Some(RefOr::Ref(to)) if to.ref_location.ends_with("/Problem"))
+                        })
+                        && let Some(content) = r.content.shift_remove("application/json")
+                    {
+                        r.content.insert(PROBLEM_JSON.to_string(), content);
+                    }
+                }
+                responses
+                    .entry("405".into())
+                    .or_insert_with(|| Ref::from_response_name("MethodNotAllowed").into());
+                if parameterised {
+                    responses
+                        .entry("400".into())
+                        .or_insert_with(|| Ref::from_response_name("InvalidPath").into());
+                }
+            }
+        }
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
+async fn openapi_json(
+    Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(doc.as_ref().clone())
+}
 
 struct BearerAuth;
 
@@ -85,14 +183,17 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(remediations::reject))
         .routes(routes!(remediations::apply))
         .routes(routes!(remediations::rollback))
+        .routes(routes!(super::healthz))
+        .routes(routes!(super::readyz))
+        .routes(routes!(super::metrics))
+        .routes(routes!(super::api_docs))
         .split_for_parts();
-    let openapi_json = openapi.clone();
+    // After the routes are in: a derive-time modifier would see none of their operations.
+    let mut openapi = openapi;
+    CommonResponses.modify(&mut openapi);
     let router = router.route(
         "/api/openapi.json",
-        get(move || {
-            let doc = openapi_json.clone();
-            async move { axum::Json(doc) }
-        }),
+        get(openapi_json).layer(Extension(Arc::new(openapi.clone()))),
     );
     (router, openapi)
 }

@@ -2,8 +2,7 @@
 //! (operator). The service in `crate::remediation` does the work; these handlers check roles
 //! and bodies and map its refusals to problem responses.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use crate::remediation::{Proposal, RemediationError, RemediationService};
 use crate::store::RemediationRow;
 use crate::web::AppState;
 use crate::web::auth::{Caller, Role};
-use crate::web::error::{ApiError, ApiJson, ApiQuery, Problem};
+use crate::web::error::{ApiError, ApiJson, ApiOptionalJson, ApiPath, ApiQuery, Problem};
 
 /// The longest ticket reference or comment accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 1000;
@@ -92,21 +91,15 @@ fn text(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> 
     Ok(value)
 }
 
-/// An optional JSON body: empty means no comment.
-fn decision(body: &Bytes) -> Result<DecisionRequest, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(DecisionRequest::default());
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::Unprocessable(format!("invalid body: {e}")))
-}
-
 /// Proposes the fix for a key, computed from its policy read fresh from AWS. Operator role.
 /// An `Idempotency-Key` header makes a retry return the first proposal (200 instead of 201).
 #[utoipa::path(post, path = "/api/v1/remediations", tag = "remediations",
     request_body = ProposeRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first proposal")),
     responses((status = 201, body = RemediationRow), (status = 200, body = RemediationRow, description = "an earlier proposal with this Idempotency-Key"),
+        (status = 400, body = Problem, description = "malformed JSON or Idempotency-Key"),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem),
         (status = 422, body = Problem, description = "refused: AWS-managed key, pending deletion, nothing to fix, or the fix was refused"),
         (status = 503, body = Problem)))]
 pub async fn propose(
@@ -180,7 +173,7 @@ pub async fn list_remediations(
 pub async fn get_remediation(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<RemediationRow> {
     let id = remediation_id(&id)?;
     let row = state
@@ -197,16 +190,19 @@ pub async fn get_remediation(
 #[utoipa::path(post, path = "/api/v1/remediations/{id}/approve", tag = "remediations",
     params(("id" = i64, Path, description = "Remediation id")),
     request_body(content = DecisionRequest, description = "optional"),
-    responses((status = 200, body = RemediationRow), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = RemediationRow), (status = 400, body = Problem, description = "malformed JSON or path"),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem),
+        (status = 503, body = Problem, description = "remediation is not available, or AWS failed")))]
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    body: Bytes,
+    ApiPath(id): ApiPath<String>,
+    body: Result<ApiOptionalJson<DecisionRequest>, ApiError>,
 ) -> ApiResult<RemediationRow> {
     caller.require(Role::Approver)?;
-    let request = decision(&body)?;
+    // An empty body is no comment; the role is checked before the body is looked at.
+    let ApiOptionalJson(request) = body?;
     let id = remediation_id(&id)?;
     let comment = text("comment", request.comment)?;
     Ok(ApiJson(
@@ -220,16 +216,19 @@ pub async fn approve(
 #[utoipa::path(post, path = "/api/v1/remediations/{id}/reject", tag = "remediations",
     params(("id" = i64, Path, description = "Remediation id")),
     request_body = DecisionRequest,
-    responses((status = 200, body = RemediationRow), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = RemediationRow), (status = 400, body = Problem, description = "malformed JSON or path"),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem),
+        (status = 503, body = Problem, description = "remediation is not available in this process")))]
 pub async fn reject(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    body: Bytes,
+    ApiPath(id): ApiPath<String>,
+    body: Result<ApiOptionalJson<DecisionRequest>, ApiError>,
 ) -> ApiResult<RemediationRow> {
     caller.require(Role::Approver)?;
-    let request = decision(&body)?;
+    // An empty body is no comment; the role is checked before the body is looked at.
+    let ApiOptionalJson(request) = body?;
     let id = remediation_id(&id)?;
     let comment = text("comment", request.comment)?;
     Ok(ApiJson(
@@ -244,11 +243,12 @@ pub async fn reject(
     params(("id" = i64, Path, description = "Remediation id")),
     responses((status = 200, body = RemediationRow), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem, description = "not approved, or already applied"),
-        (status = 422, body = Problem, description = "remediation is propose-only")))]
+        (status = 422, body = Problem, description = "remediation is propose-only"),
+        (status = 503, body = Problem, description = "remediation is not available, or AWS failed")))]
 pub async fn apply(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<RemediationRow> {
     caller.require(Role::Approver)?;
     let id = remediation_id(&id)?;
@@ -260,16 +260,19 @@ pub async fn apply(
 #[utoipa::path(post, path = "/api/v1/remediations/{id}/rollback", tag = "remediations",
     params(("id" = i64, Path, description = "Remediation id")),
     request_body(content = DecisionRequest, description = "optional"),
-    responses((status = 201, body = RemediationRow), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, body = RemediationRow), (status = 400, body = Problem, description = "malformed JSON or path"),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem),
+        (status = 503, body = Problem, description = "remediation is not available, or AWS failed")))]
 pub async fn rollback(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    body: Bytes,
+    ApiPath(id): ApiPath<String>,
+    body: Result<ApiOptionalJson<DecisionRequest>, ApiError>,
 ) -> Result<(StatusCode, ApiJson<RemediationRow>), ApiError> {
     caller.require(Role::Operator)?;
-    let request = decision(&body)?;
+    // An empty body is no comment; the role is checked before the body is looked at.
+    let ApiOptionalJson(request) = body?;
     let id = remediation_id(&id)?;
     let ticket = text("ticket", request.ticket)?;
     let comment = text("comment", request.comment)?;

@@ -3,10 +3,10 @@
 use axum::extract::State;
 use std::collections::BTreeMap;
 
-use super::{AccountView, ApiResult, Summary, SyncRunView};
+use super::{AccountView, ApiResult, Page, Paging, Summary, SyncRunView};
 use crate::web::AppState;
 use crate::web::auth::Caller;
-use crate::web::error::{ApiJson, Problem};
+use crate::web::error::{ApiJson, ApiQuery, Problem};
 
 /// Compliance at a glance.
 #[utoipa::path(get, path = "/api/v1/summary", tag = "overview",
@@ -41,20 +41,33 @@ pub async fn summary(State(state): State<AppState>, _caller: Caller) -> ApiResul
     }))
 }
 
-/// The configured accounts and the last sync of each region.
-#[utoipa::path(get, path = "/api/v1/accounts", tag = "overview",
-    responses((status = 200, body = Vec<AccountView>), (status = 401, body = Problem)))]
+/// The configured accounts and the last sync of each region, by account id.
+#[utoipa::path(get, path = "/api/v1/accounts", tag = "overview", params(Paging),
+    responses((status = 200, body = Page<AccountView>), (status = 400, body = Problem), (status = 401, body = Problem)))]
 pub async fn accounts(
     State(state): State<AppState>,
     _caller: Caller,
-) -> ApiResult<Vec<AccountView>> {
-    let runs = state.store.latest_sync_runs().await?;
-    let accounts = state
-        .store
-        .list_accounts()
-        .await?
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> ApiResult<Page<AccountView>> {
+    let limit = paging.limit()?;
+    let after = paging.text_cursor()?;
+    // Accounts come from the configuration, so there are few: paging them in memory keeps the
+    // store's contract unchanged while clients page them like every other collection.
+    let mut all = state.store.list_accounts().await?;
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    let total = all.len() as u64;
+    let page: Vec<_> = all
         .into_iter()
-        .map(|a| AccountView {
+        .filter(|a| after.as_deref().is_none_or(|after| a.id.as_str() > after))
+        .take(limit as usize)
+        .collect();
+    let runs = state.store.latest_sync_runs().await?;
+    Ok(ApiJson(Page::of(
+        page,
+        total,
+        limit,
+        |a| a.id.clone(),
+        |a| AccountView {
             last_sync: runs
                 .iter()
                 .filter(|r| r.account_id == a.id)
@@ -64,7 +77,6 @@ pub async fn accounts(
             id: a.id,
             name: a.name,
             regions: a.regions,
-        })
-        .collect();
-    Ok(ApiJson(accounts))
+        },
+    )))
 }

@@ -22,11 +22,13 @@ pub async fn trigger_sync(
         .sync
         .clone()
         .ok_or_else(|| ApiError::Unavailable("this server has no sync configured".into()))?;
-    if trigger.is_running() {
+    if !trigger.start() {
         return Err(ApiError::Conflict(
             "a sync pass started through the API is still running".into(),
         ));
     }
+    // Audited once the pass has started: a refused trigger changed nothing, so it leaves no
+    // entry. Should the entry fail to write, the caller sees the error; the pass only reads AWS.
     record_audit(
         &state,
         &caller.name,
@@ -35,11 +37,6 @@ pub async fn trigger_sync(
         serde_json::json!({}),
     )
     .await?;
-    if !trigger.start() {
-        return Err(ApiError::Conflict(
-            "a sync pass started through the API is still running".into(),
-        ));
-    }
     Ok((
         StatusCode::ACCEPTED,
         ApiJson(Ack {

@@ -3,7 +3,7 @@
 //! Remediations will accept a `ticket` reference the same way (`PATCH /remediations/{id}`) once
 //! they exist; that belongs to the remediation issue.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use super::{ApiResult, FindingView};
 use crate::store::{FindingRow, NewAuditEvent, NewWaiver, WaiverRow, WaiverScope};
 use crate::web::AppState;
 use crate::web::auth::{Caller, Role};
-use crate::web::error::{ApiError, ApiJson, Problem};
+use crate::web::error::{ApiError, ApiJson, ApiPath, Problem};
 
 /// The longest reason accepted, in characters.
 pub const MAX_REASON_CHARS: usize = 1000;
@@ -177,7 +177,7 @@ fn audit_event(
 pub async fn finding_detail(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<FindingDetail> {
     let id = finding_id(&id)?;
     let finding = load_finding(&state, id).await?;
@@ -205,7 +205,7 @@ pub async fn finding_detail(
 pub async fn waive_finding(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Result<ApiJson<WaiveRequest>, ApiError>,
 ) -> Result<(StatusCode, ApiJson<Waived>), ApiError> {
     // The role first: a viewer learns nothing about the body.
@@ -292,7 +292,7 @@ pub async fn waive_finding(
 pub async fn unwaive_finding(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Unwaived> {
     caller.require(Role::Operator)?;
     let id = finding_id(&id)?;
@@ -333,7 +333,7 @@ pub async fn unwaive_finding(
 pub async fn patch_finding(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Result<ApiJson<FindingPatch>, ApiError>,
 ) -> ApiResult<FindingView> {
     caller.require(Role::Operator)?;
