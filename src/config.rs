@@ -235,7 +235,8 @@ pub struct WebhookConfig {
     pub secret: String,
     /// The events to send: finding.opened, finding.resolved, finding.waived,
     /// remediation.requested, remediation.approved, remediation.applied, remediation.failed,
-    /// sync.failed.
+    /// remediation.applying, remediation.rejected, remediation.stale, remediation.expired,
+    /// remediation.rolled_back, remediation.unapplied, sync.failed (`store::events::ALL`).
     pub events: Vec<String>,
 }
 

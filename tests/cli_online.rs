@@ -520,7 +520,8 @@ async fn remediation_cli_proposes_refuses_self_approval_lists_shows_and_serve_re
     );
 
     // A crash between the claim and the end of an apply leaves it `applying`; `keyward serve`
-    // settles it at start-up by reading the policy (still the base here: back to approved).
+    // settles it at start-up, once the claim lease has passed, by reading the policy (still the
+    // base here: back to approved).
     {
         let store = keyward::store::connect(&format!(
             "sqlite://{}",
@@ -528,10 +529,11 @@ async fn remediation_cli_proposes_refuses_self_approval_lists_shows_and_serve_re
         ))
         .await
         .unwrap();
-        let now = chrono::Utc::now();
+        let now = chrono::Utc::now() - chrono::TimeDelta::hours(1);
         let claimed = store
             .claim_remediation(
                 id.parse().unwrap(),
+                "crashed-process/1",
                 now,
                 &keyward::store::NewAuditEvent {
                     at: now,

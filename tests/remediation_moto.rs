@@ -304,17 +304,27 @@ impl Server {
     }
 
     /// A key with the default policy, proposed and approved, then claimed through the store as
-    /// an apply does, and left `applying` as a killed process would leave it.
+    /// an apply does, and left `applying` as a killed process would leave it, longer ago than
+    /// the claim lease.
     async fn left_applying(&self) -> (moto::SeededKey, RemediationRow) {
+        self.claimed_at(chrono::Utc::now() - chrono::TimeDelta::hours(1))
+            .await
+    }
+
+    /// As [`Self::left_applying`], with the claim made at `now`.
+    async fn claimed_at(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> (moto::SeededKey, RemediationRow) {
         let key = self.key(&default_policy(&self.account)).await;
         let id = self.propose("ops", &key.key_id).await;
         assert_eq!(self.approve("alice", id).await.0, StatusCode::OK);
-        let now = chrono::Utc::now();
         let claimed = self
             .service
             .store
             .claim_remediation(
                 id,
+                "killed-process/1",
                 now,
                 &NewAuditEvent {
                     at: now,
@@ -441,6 +451,28 @@ async fn happy_path_apply_verify_and_rollback(db: db::TestDb) {
     assert!(same_policy(&s.moto_policy(&key.key_id).await, &original));
     assert_eq!(s.puts(), 2);
     assert_eq!(s.open(&key.arn, "KMS-DELEGATION").await, 1);
+    // The original is rolled back, in the same transaction, audited and announced.
+    assert_eq!(s.service.get(id).await.unwrap().state, "rolled_back");
+    let (audit, _) = s.service.store.list_audit(None, 100).await.unwrap();
+    let rolled: Vec<_> = audit
+        .iter()
+        .filter(|a| a.action == "remediation.rolled_back")
+        .collect();
+    assert_eq!(rolled.len(), 1, "{audit:?}");
+    assert_eq!(rolled[0].actor, "alice");
+    let outbox = s.service.store.outbox_events(None, 10_000).await.unwrap();
+    assert_eq!(
+        outbox
+            .iter()
+            .filter(|e| e.event == "remediation.rolled_back")
+            .count(),
+        1
+    );
+    // It cannot be rolled back a second time.
+    let (status, _) = s
+        .post("ops", &format!("/api/v1/remediations/{id}/rollback"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
 
     // Listing and detail.
     let (status, list) = s
@@ -607,7 +639,7 @@ async fn reconcile_policy_equal_to_base_is_approved_again(db: db::TestDb) {
         &s.moto_policy(&key.key_id).await,
         &r.base_policy
     ));
-    let row = s.reconcile(r.id, "remediation.approved").await;
+    let row = s.reconcile(r.id, "remediation.unapplied").await;
     assert_eq!(row.state, "approved", "{row:?}");
     assert_eq!(row.error, None);
     assert_eq!(s.puts(), 0, "reconciling never writes");
@@ -821,6 +853,134 @@ async fn pending_deletion_and_engine_refusals_say_what_to_do(db: db::TestDb) {
     assert_eq!(s.puts(), 0);
 }
 
+/// Holds every PutKeyPolicy until released, saying when one is waiting.
+struct Gated {
+    inner: Arc<dyn KmsWriters>,
+    reached: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+struct GatedWriter {
+    inner: Arc<dyn KmsWriter>,
+    reached: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl KmsWriters for Gated {
+    async fn writer(
+        &self,
+        access: &AccountAccess,
+        region: &str,
+    ) -> Result<Arc<dyn KmsWriter>, AwsError> {
+        Ok(Arc::new(GatedWriter {
+            inner: self.inner.writer(access, region).await?,
+            reached: self.reached.clone(),
+            release: self.release.clone(),
+        }))
+    }
+}
+
+#[async_trait]
+impl KmsWriter for GatedWriter {
+    async fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<(), AwsError> {
+        self.reached.notify_one();
+        self.release.acquire().await.expect("gate").forget();
+        self.inner.put_key_policy(key_id, policy).await
+    }
+}
+
+/// An apply in flight (held inside PutKeyPolicy) is left alone by crash recovery, and keeps
+/// going when its caller goes away (as a dropped HTTP request drops the handler's future).
+async fn in_flight_apply_survives_reconcile_and_a_dropped_caller(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let key = s.key(&default_policy(&s.account)).await;
+    let id = s.propose("ops", &key.key_id).await;
+    assert_eq!(s.approve("alice", id).await.0, StatusCode::OK);
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut gated = (*s.service).clone();
+    gated.writers = Arc::new(Gated {
+        inner: s.service.writers.clone(),
+        reached: reached.clone(),
+        release: release.clone(),
+    });
+    let caller = tokio::spawn(async move { gated.apply(id, "bob").await });
+    tokio::time::timeout(Duration::from_secs(60), reached.notified())
+        .await
+        .expect("the apply reaches PutKeyPolicy");
+    let claimed = s.service.get(id).await.unwrap();
+    assert_eq!(claimed.state, "applying");
+    assert!(claimed.claimed_by.is_some() && claimed.claimed_at.is_some());
+
+    // Recovery on this or another instance, periodic or at start-up: a fresh claim is not
+    // abandoned, so nothing is settled and the row stays with its apply.
+    assert!(s.service.reconcile_applying().await.unwrap().is_empty());
+    assert_eq!(s.service.get(id).await.unwrap(), claimed);
+
+    // The caller goes away; the apply does not.
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    release.add_permits(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let row = loop {
+        let row = s.service.get(id).await.unwrap();
+        if row.state != "applying" {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never finished: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(row.state, "applied", "{row:?}");
+    assert_eq!(s.puts(), 1, "exactly one PutKeyPolicy");
+    assert!(same_policy(
+        &s.moto_policy(&key.key_id).await,
+        &row.proposed_policy
+    ));
+    assert!(s.service.reconcile_applying().await.unwrap().is_empty());
+}
+
+/// An account no longer configured is never written or read with other (default) credentials:
+/// apply is refused before the claim, and recovery marks a row left applying failed, saying
+/// why, for an operator.
+async fn unconfigured_account_is_never_written_or_reconciled(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let mut unconfigured = (*s.service).clone();
+    unconfigured.accounts.clear();
+
+    let key = s.key(&default_policy(&s.account)).await;
+    let id = s.propose("ops", &key.key_id).await;
+    assert_eq!(s.approve("alice", id).await.0, StatusCode::OK);
+    let err = unconfigured.apply(id, "bob").await.expect_err("refused");
+    assert!(
+        err.to_string().contains("no longer in the configuration"),
+        "{err}"
+    );
+    assert_eq!(s.service.get(id).await.unwrap().state, "approved");
+    assert_eq!(s.puts(), 0);
+
+    let (key, r) = s.left_applying().await;
+    let settled = unconfigured.reconcile_applying().await.unwrap();
+    assert_eq!(settled.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r.id]);
+    let row = s.service.get(r.id).await.unwrap();
+    assert_eq!(row.state, "failed");
+    assert!(
+        row.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no longer in the configuration"),
+        "{row:?}"
+    );
+    assert_eq!(s.puts(), 0);
+    assert!(same_policy(
+        &s.moto_policy(&key.key_id).await,
+        &r.base_policy
+    ));
+}
+
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -858,6 +1018,8 @@ on_both_databases![
     aws_managed_key_is_refused_and_nothing_stored,
     expiry_expires_pending_and_approved_only,
     effective_access_and_fix_impact_match_reality,
+    in_flight_apply_survives_reconcile_and_a_dropped_caller,
+    unconfigured_account_is_never_written_or_reconciled,
 ];
 
 // ---- effective access and the impact of the fix ----

@@ -3462,6 +3462,7 @@ async fn remediation_lifecycle_with_events_and_audit(store: &dyn Store) {
     let claimed = store
         .claim_remediation(
             created.id,
+            "me",
             t(10),
             &audit_at(t(10), "remediation.applying", &arn),
         )
@@ -3472,6 +3473,7 @@ async fn remediation_lifecycle_with_events_and_audit(store: &dyn Store) {
         store
             .claim_remediation(
                 created.id,
+                "me",
                 t(11),
                 &audit_at(t(11), "remediation.applying", &arn)
             )
@@ -3482,6 +3484,7 @@ async fn remediation_lifecycle_with_events_and_audit(store: &dyn Store) {
     let applied = store
         .finish_remediation(
             created.id,
+            "me",
             &ApplyResult::Applied,
             t(12),
             &audit_at(t(12), "remediation.applied", &arn),
@@ -3493,6 +3496,7 @@ async fn remediation_lifecycle_with_events_and_audit(store: &dyn Store) {
     let err = store
         .finish_remediation(
             created.id,
+            "me",
             &ApplyResult::Failed("x".into()),
             t(13),
             &audit_at(t(13), "remediation.failed", &arn),
@@ -3507,6 +3511,7 @@ async fn remediation_lifecycle_with_events_and_audit(store: &dyn Store) {
         vec![
             "remediation.requested",
             "remediation.approved",
+            "remediation.applying",
             "remediation.applied"
         ]
     );
@@ -3521,7 +3526,8 @@ async fn remediation_lifecycle_with_events_and_audit(store: &dyn Store) {
 }
 
 /// Crash recovery found nothing written: `applying → approved` again, audited, with a
-/// `remediation.approved` event, and the remediation can be claimed once more.
+/// `remediation.unapplied` event (not a second `remediation.approved`), and the remediation can
+/// be claimed once more.
 async fn remediation_unapplied_goes_back_to_approved(store: &dyn Store) {
     let arn = arn_in(REGION, "k3");
     let (r, _) = store
@@ -3541,7 +3547,12 @@ async fn remediation_unapplied_goes_back_to_approved(store: &dyn Store) {
         .await
         .expect("approve");
     store
-        .claim_remediation(r.id, t(3), &audit_at(t(3), "remediation.applying", &arn))
+        .claim_remediation(
+            r.id,
+            "me",
+            t(3),
+            &audit_at(t(3), "remediation.applying", &arn),
+        )
         .await
         .expect("claim")
         .expect("won");
@@ -3550,6 +3561,7 @@ async fn remediation_unapplied_goes_back_to_approved(store: &dyn Store) {
     let back = store
         .finish_remediation(
             r.id,
+            "me",
             &ApplyResult::Unapplied("nothing was written".into()),
             t(4),
             &audit_at(t(4), "remediation.unapplied", &arn),
@@ -3561,13 +3573,18 @@ async fn remediation_unapplied_goes_back_to_approved(store: &dyn Store) {
     assert_eq!(back.applied_at, None);
     let events = all_outbox(store).await;
     assert_eq!(events.len(), before + 1);
-    assert_eq!(events.last().expect("event").event, "remediation.approved");
+    assert_eq!(events.last().expect("event").event, "remediation.unapplied");
     let (audits, total) = store.list_audit(None, 1).await.expect("audit");
     assert_eq!(total, audits_before + 1);
     assert_eq!(audits[0].action, "remediation.unapplied");
     assert_eq!(
         store
-            .claim_remediation(r.id, t(5), &audit_at(t(5), "remediation.applying", &arn))
+            .claim_remediation(
+                r.id,
+                "me",
+                t(5),
+                &audit_at(t(5), "remediation.applying", &arn)
+            )
             .await
             .expect("claim again")
             .expect("claimable again")
@@ -3622,7 +3639,7 @@ async fn remediation_reject_stale_expire_and_list(store: &dyn Store) {
     // A pending remediation cannot be claimed.
     assert!(
         store
-            .claim_remediation(ids[1], t(6), &audit_at(t(6), "x", &arn))
+            .claim_remediation(ids[1], "me", t(6), &audit_at(t(6), "x", &arn))
             .await
             .expect("claim")
             .is_none()
@@ -3638,13 +3655,14 @@ async fn remediation_reject_stale_expire_and_list(store: &dyn Store) {
         .await
         .expect("approve");
     store
-        .claim_remediation(ids[1], t(7), &audit_at(t(7), "x", &arn))
+        .claim_remediation(ids[1], "me", t(7), &audit_at(t(7), "x", &arn))
         .await
         .expect("claim")
         .expect("won");
     let stale = store
         .finish_remediation(
             ids[1],
+            "me",
             &ApplyResult::Stale("policy changed".into()),
             t(8),
             &audit_at(t(8), "remediation.stale", &arn),
@@ -3698,11 +3716,11 @@ async fn remediation_reject_stale_expire_and_list(store: &dyn Store) {
         .expect("list rest");
     assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[0]]);
     let events = all_outbox(store).await;
-    let failed = events
-        .iter()
-        .filter(|e| e.event == "remediation.failed")
-        .count();
-    assert_eq!(failed, 4, "rejected, stale and two expired");
+    let count = |name: &str| events.iter().filter(|e| e.event == name).count();
+    assert_eq!(count("remediation.rejected"), 1);
+    assert_eq!(count("remediation.stale"), 1);
+    assert_eq!(count("remediation.expired"), 2);
+    assert_eq!(count("remediation.failed"), 0);
     assert_eq!(
         store.verify_audit().await.expect("verify").first_broken_id,
         None
@@ -3742,7 +3760,12 @@ async fn concurrent_remediation_claims_have_one_winner(
             let mut won = Vec::new();
             for id in ids {
                 if store
-                    .claim_remediation(id, t(100), &audit_at(t(100), "remediation.applying", &arn))
+                    .claim_remediation(
+                        id,
+                        "me",
+                        t(100),
+                        &audit_at(t(100), "remediation.applying", &arn),
+                    )
                     .await
                     .expect("claim")
                     .is_some()
@@ -3759,6 +3782,448 @@ async fn concurrent_remediation_claims_have_one_winner(
     }
     all.sort_unstable();
     assert_eq!(all, ids, "every remediation claimed exactly once");
+}
+
+/// Audit entries and outbox events written since `before` (counts as `(audits, events)`).
+async fn written_since(store: &dyn Store, before: (u64, usize)) -> (u64, Vec<String>) {
+    let (_, audits) = store.list_audit(None, 1).await.expect("audit");
+    let events = all_outbox(store).await;
+    (
+        audits - before.0,
+        events[before.1..].iter().map(|e| e.event.clone()).collect(),
+    )
+}
+
+async fn written_now(store: &dyn Store) -> (u64, usize) {
+    (
+        store.list_audit(None, 1).await.expect("audit").1,
+        all_outbox(store).await.len(),
+    )
+}
+
+/// Every transition of the state machine is one transaction with one audit entry and one
+/// outbox event named after it (an applied rollback is two transitions: two of each).
+async fn remediation_transitions_each_write_one_audit_and_one_event(store: &dyn Store) {
+    let arn = arn_in(REGION, "k5");
+    let create = |at: i64, rollback_of: Option<i64>| {
+        let arn = arn.clone();
+        async move {
+            let mut new = new_remediation(&arn, "alice", None);
+            new.created_at = t(at);
+            new.rollback_of = rollback_of;
+            store
+                .create_remediation(&new, &audit_at(t(at), "remediation.requested", &arn))
+                .await
+                .expect("create")
+                .0
+        }
+    };
+    let approve = |id: i64, at: i64| {
+        let arn = arn.clone();
+        async move {
+            store
+                .approve_remediation(
+                    id,
+                    &approval("bob", t(at), None),
+                    1,
+                    &audit_at(t(at), "remediation.approved", &arn),
+                )
+                .await
+                .expect("approve")
+        }
+    };
+    let claim = |id: i64, at: i64| {
+        let arn = arn.clone();
+        async move {
+            store
+                .claim_remediation(
+                    id,
+                    "c",
+                    t(at),
+                    &audit_at(t(at), "remediation.applying", &arn),
+                )
+                .await
+                .expect("claim")
+                .expect("claimed")
+        }
+    };
+    let finish = |id: i64, at: i64, result: ApplyResult| {
+        let arn = arn.clone();
+        async move {
+            store
+                .finish_remediation(id, "c", &result, t(at), &audit_at(t(at), "finish", &arn))
+                .await
+                .expect("finish")
+        }
+    };
+    let one = |n: &str| (1u64, vec![n.to_string()]);
+
+    let w = written_now(store).await;
+    let r = create(1, None).await;
+    assert_eq!(written_since(store, w).await, one("remediation.requested"));
+    let w = written_now(store).await;
+    assert_eq!(approve(r.id, 2).await.state, "approved");
+    assert_eq!(written_since(store, w).await, one("remediation.approved"));
+    let w = written_now(store).await;
+    assert_eq!(claim(r.id, 3).await.state, "applying");
+    assert_eq!(written_since(store, w).await, one("remediation.applying"));
+    let w = written_now(store).await;
+    let back = finish(r.id, 4, ApplyResult::Unapplied("nothing written".into())).await;
+    assert_eq!(back.state, "approved");
+    assert_eq!(written_since(store, w).await, one("remediation.unapplied"));
+    claim(r.id, 5).await;
+    let w = written_now(store).await;
+    assert_eq!(finish(r.id, 6, ApplyResult::Applied).await.state, "applied");
+    assert_eq!(written_since(store, w).await, one("remediation.applied"));
+
+    // The applied rollback moves the original to rolled_back in the same transaction.
+    let rb = create(7, Some(r.id)).await;
+    approve(rb.id, 8).await;
+    claim(rb.id, 9).await;
+    let w = written_now(store).await;
+    let done = finish(rb.id, 10, ApplyResult::Applied).await;
+    assert_eq!(done.state, "applied");
+    assert_eq!(
+        written_since(store, w).await,
+        (
+            2,
+            vec![
+                "remediation.applied".to_string(),
+                "remediation.rolled_back".to_string()
+            ]
+        )
+    );
+    let original = store
+        .get_remediation(r.id)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(original.state, "rolled_back");
+    let (latest, _) = store.list_audit(None, 1).await.expect("audit");
+    assert_eq!(latest[0].action, "remediation.rolled_back");
+    assert_eq!(latest[0].actor, "jira", "the finishing actor");
+    let events = all_outbox(store).await;
+    let last = payload(events.last().expect("event"));
+    assert_eq!(last["id"], r.id);
+    assert_eq!(last["state"], "rolled_back");
+    // A rolled-back remediation cannot be rolled back by a second applied rollback.
+    let again = create(11, Some(r.id)).await;
+    approve(again.id, 12).await;
+    claim(again.id, 13).await;
+    let w = written_now(store).await;
+    finish(again.id, 14, ApplyResult::Applied).await;
+    assert_eq!(written_since(store, w).await, one("remediation.applied"));
+
+    // Side exits.
+    let rejected = create(20, None).await;
+    let w = written_now(store).await;
+    store
+        .reject_remediation(
+            rejected.id,
+            &approval("bob", t(21), Some("no")),
+            &audit_at(t(21), "remediation.rejected", &arn),
+        )
+        .await
+        .expect("reject");
+    assert_eq!(written_since(store, w).await, one("remediation.rejected"));
+    for (result, event, state) in [
+        (
+            ApplyResult::Stale("changed".into()),
+            "remediation.stale",
+            "stale",
+        ),
+        (
+            ApplyResult::Failed("aws".into()),
+            "remediation.failed",
+            "failed",
+        ),
+    ] {
+        let r = create(30, None).await;
+        approve(r.id, 31).await;
+        claim(r.id, 32).await;
+        let w = written_now(store).await;
+        assert_eq!(finish(r.id, 33, result).await.state, state);
+        assert_eq!(written_since(store, w).await, one(event));
+    }
+    let expiring = create(40, None).await;
+    let w = written_now(store).await;
+    assert_eq!(
+        store
+            .expire_remediations(t(8 * 86_400))
+            .await
+            .expect("expire"),
+        vec![expiring.id]
+    );
+    assert_eq!(written_since(store, w).await, one("remediation.expired"));
+    // Every event name is one a webhook may subscribe to.
+    for e in all_outbox(store).await {
+        assert!(
+            keyward::store::events::ALL.contains(&e.event.as_str()),
+            "{}",
+            e.event
+        );
+    }
+    assert_eq!(
+        store.verify_audit().await.expect("verify").first_broken_id,
+        None
+    );
+}
+
+/// Only the claim that started an apply finishes it; crash recovery sees claims by age.
+async fn remediation_finish_needs_its_own_claim(store: &dyn Store) {
+    let arn = arn_in(REGION, "k6");
+    let (r, _) = store
+        .create_remediation(
+            &new_remediation(&arn, "alice", None),
+            &audit_at(t(1), "remediation.requested", &arn),
+        )
+        .await
+        .expect("create");
+    store
+        .approve_remediation(
+            r.id,
+            &approval("bob", t(2), None),
+            1,
+            &audit_at(t(2), "remediation.approved", &arn),
+        )
+        .await
+        .expect("approve");
+    let claimed = store
+        .claim_remediation(
+            r.id,
+            "replica-1/n1",
+            t(100),
+            &audit_at(t(100), "remediation.applying", &arn),
+        )
+        .await
+        .expect("claim")
+        .expect("claimed");
+    assert_eq!(claimed.claimed_by.as_deref(), Some("replica-1/n1"));
+    assert_eq!(claimed.claimed_at, Some(t(100)));
+    // Claims at or before the cut-off are abandoned; fresher ones are not.
+    assert!(
+        store
+            .abandoned_remediations(t(99))
+            .await
+            .expect("abandoned")
+            .is_empty()
+    );
+    let abandoned = store
+        .abandoned_remediations(t(100))
+        .await
+        .expect("abandoned");
+    assert_eq!(
+        abandoned.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![r.id]
+    );
+    // Another claimant cannot finish it, and nothing is written when it tries.
+    let w = written_now(store).await;
+    let err = store
+        .finish_remediation(
+            r.id,
+            "replica-2/n2",
+            &ApplyResult::Failed("x".into()),
+            t(101),
+            &audit_at(t(101), "remediation.failed", &arn),
+        )
+        .await
+        .expect_err("not its claim");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(written_since(store, w).await, (0, vec![]));
+    let row = store
+        .get_remediation(r.id)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(row.state, "applying");
+    let done = store
+        .finish_remediation(
+            r.id,
+            "replica-1/n1",
+            &ApplyResult::Applied,
+            t(102),
+            &audit_at(t(102), "remediation.applied", &arn),
+        )
+        .await
+        .expect("its own claim");
+    assert_eq!(done.state, "applied");
+    assert!(
+        store
+            .abandoned_remediations(t(1000))
+            .await
+            .expect("abandoned")
+            .is_empty()
+    );
+}
+
+/// `n` pending remediations of `arn`.
+async fn pending_remediations(store: &dyn Store, arn: &str, n: i64) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (r, _) = store
+            .create_remediation(
+                &new_remediation(arn, "alice", None),
+                &audit_at(t(i), "remediation.requested", arn),
+            )
+            .await
+            .expect("create");
+        ids.push(r.id);
+    }
+    ids
+}
+
+/// Approve racing reject (on two replicas). Rejecting an approved remediation is allowed, so
+/// either the approval came first (both succeed, approved then rejected) or the rejection did
+/// (the approval is refused); a rejected remediation never ends up approved.
+async fn concurrent_approve_and_reject_end_rejected(first: Arc<dyn Store>, second: Arc<dyn Store>) {
+    let arn = arn_in(REGION, "k7");
+    let ids = pending_remediations(first.as_ref(), &arn, 12).await;
+    for &id in &ids {
+        let (a, b) = (first.clone(), second.clone());
+        let (arn_a, arn_b) = (arn.clone(), arn.clone());
+        let approve = tokio::spawn(async move {
+            a.approve_remediation(
+                id,
+                &approval("bob", t(50), None),
+                1,
+                &audit_at(t(50), "remediation.approved", &arn_a),
+            )
+            .await
+        });
+        let reject = tokio::spawn(async move {
+            b.reject_remediation(
+                id,
+                &approval("carol", t(50), Some("no")),
+                &audit_at(t(50), "remediation.rejected", &arn_b),
+            )
+            .await
+        });
+        let (approved, rejected) = (approve.await.expect("task"), reject.await.expect("task"));
+        rejected.expect("a pending or approved remediation can be rejected");
+        let row = first.get_remediation(id).await.expect("get").expect("row");
+        assert_eq!(row.state, "rejected", "remediation {id}");
+        let events: Vec<String> = all_outbox(first.as_ref())
+            .await
+            .iter()
+            .filter(|e| payload(e)["id"] == id && e.event != "remediation.requested")
+            .map(|e| e.event.clone())
+            .collect();
+        match approved {
+            Ok(_) => assert_eq!(
+                events,
+                vec!["remediation.approved", "remediation.rejected"],
+                "remediation {id}"
+            ),
+            Err(StoreError::Conflict(_)) => {
+                assert_eq!(events, vec!["remediation.rejected"], "remediation {id}")
+            }
+            Err(e) => panic!("approve: {e:?}"),
+        }
+    }
+}
+
+/// Two approvals at once with two required: both count, the remediation is approved, once.
+async fn concurrent_approvals_both_count(first: Arc<dyn Store>, second: Arc<dyn Store>) {
+    let arn = arn_in(REGION, "k8");
+    let ids = pending_remediations(first.as_ref(), &arn, 12).await;
+    for &id in &ids {
+        let mut tasks = Vec::new();
+        for (store, who) in [(first.clone(), "bob"), (second.clone(), "carol")] {
+            let arn = arn.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .approve_remediation(
+                        id,
+                        &approval(who, t(50), None),
+                        2,
+                        &audit_at(t(50), "remediation.approved", &arn),
+                    )
+                    .await
+            }));
+        }
+        for task in tasks {
+            task.await
+                .expect("task")
+                .expect("both approvals are accepted");
+        }
+        let row = first.get_remediation(id).await.expect("get").expect("row");
+        assert_eq!(row.state, "approved", "remediation {id}");
+        assert_eq!(row.approvals.len(), 2);
+    }
+    let approved = all_outbox(first.as_ref())
+        .await
+        .iter()
+        .filter(|e| e.event == "remediation.approved")
+        .count();
+    assert_eq!(approved, ids.len(), "one approved event per remediation");
+}
+
+/// Claim, reject and expire racing on one approved remediation: exactly one of them happens.
+async fn concurrent_claim_reject_and_expire_have_one_winner(
+    first: Arc<dyn Store>,
+    second: Arc<dyn Store>,
+) {
+    let arn = arn_in(REGION, "k9");
+    // One at a time: expiry takes every due remediation, and only this one is due.
+    for _ in 0..12 {
+        let id = pending_remediations(first.as_ref(), &arn, 1).await[0];
+        first
+            .approve_remediation(
+                id,
+                &approval("bob", t(20), None),
+                1,
+                &audit_at(t(20), "remediation.approved", &arn),
+            )
+            .await
+            .expect("approve");
+        let (a, b, c) = (first.clone(), second.clone(), first.clone());
+        let (arn_a, arn_b) = (arn.clone(), arn.clone());
+        let claim = tokio::spawn(async move {
+            a.claim_remediation(
+                id,
+                "me",
+                t(30),
+                &audit_at(t(30), "remediation.applying", &arn_a),
+            )
+            .await
+        });
+        let reject = tokio::spawn(async move {
+            b.reject_remediation(
+                id,
+                &approval("carol", t(30), Some("no")),
+                &audit_at(t(30), "remediation.rejected", &arn_b),
+            )
+            .await
+        });
+        // Every remediation is due at this `now`; a claim at t(30) still beat it or not.
+        let expire = tokio::spawn(async move { c.expire_remediations(t(8 * 86_400)).await });
+        let claimed = claim.await.expect("task").expect("claim").is_some();
+        let rejected = match reject.await.expect("task") {
+            Ok(_) => true,
+            Err(StoreError::Conflict(_)) => false,
+            Err(e) => panic!("reject: {e:?}"),
+        };
+        let expired = expire.await.expect("task").expect("expire").contains(&id);
+        let row = first.get_remediation(id).await.expect("get").expect("row");
+        let winners = [claimed, rejected, expired];
+        assert_eq!(
+            winners.iter().filter(|w| **w).count(),
+            1,
+            "remediation {id}: claimed {claimed}, rejected {rejected}, expired {expired}"
+        );
+        let expected = if claimed {
+            "applying"
+        } else if rejected {
+            "rejected"
+        } else {
+            "expired"
+        };
+        assert_eq!(row.state, expected, "remediation {id}");
+    }
+    assert_eq!(
+        first.verify_audit().await.expect("verify").first_broken_id,
+        None
+    );
 }
 
 macro_rules! contract {
@@ -3846,6 +4311,8 @@ contract! {
         remediation_lifecycle_with_events_and_audit,
         remediation_reject_stale_expire_and_list,
         remediation_unapplied_goes_back_to_approved,
+        remediation_transitions_each_write_one_audit_and_one_event,
+        remediation_finish_needs_its_own_claim,
         sessions_expire_and_end_with_their_token,
         compliance_by_region_and_daily_snapshots,
         query_keys_sorted_orders_and_pages,
@@ -3868,6 +4335,9 @@ contract! {
         concurrent_audit_appends_form_one_chain,
         concurrent_delivery_claims_are_exclusive,
         concurrent_remediation_claims_have_one_winner,
+        concurrent_approve_and_reject_end_rejected,
+        concurrent_approvals_both_count,
+        concurrent_claim_reject_and_expire_have_one_winner,
     ],
 }
 

@@ -60,7 +60,8 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
                 targets: targets.clone(),
             })),
         });
-        // Crash safety: settle what a previous process left `applying`, before serving.
+        // Crash safety: settle what a previous process left `applying` (under a claim older than
+        // the claim lease), before serving; the periodic task below keeps doing it.
         match remediation.reconcile_applying().await {
             Ok(settled) if !settled.is_empty() => {
                 tracing::info!(
@@ -106,12 +107,12 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
     })
 }
 
-/// How often pending and approved remediations past their expiry are expired, and expired
-/// dashboard sessions deleted.
+/// How often pending and approved remediations past their expiry are expired, remediations
+/// left `applying` past their claim lease reconciled, and expired dashboard sessions deleted.
 const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Expires remediations and deletes expired dashboard sessions at start-up and then every
-/// [`EXPIRY_INTERVAL`] until shutdown.
+/// Expires remediations, reconciles abandoned applies and deletes expired dashboard sessions at
+/// start-up and then every [`EXPIRY_INTERVAL`] until shutdown.
 async fn expire_remediations(
     service: Arc<RemediationService>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -121,6 +122,18 @@ async fn expire_remediations(
             Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "remediations expired"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "expiring remediations failed"),
+        }
+        // Not only at start-up: a replica that died, or an apply that outlived its lease, leaves
+        // rows `applying` while other replicas keep running.
+        match service.reconcile_applying().await {
+            Ok(settled) if !settled.is_empty() => {
+                tracing::info!(
+                    count = settled.len(),
+                    "reconciled remediations left applying"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reconciling remediations left applying failed"),
         }
         // Expired sessions are never honoured; this only keeps the table small.
         match service

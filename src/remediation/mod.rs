@@ -4,7 +4,8 @@
 
 use async_trait::async_trait;
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::aws::{AccountAccess, AwsError, KmsConnector, KmsSource, KmsWriter, SdkConnector};
 use crate::clock::Clock;
@@ -18,6 +19,38 @@ use crate::store::{
     ApplyResult, ApprovalRow, KeyRow, NewAuditEvent, NewRemediation, RemediationRow, Store,
     StoreError,
 };
+
+/// How long a claim to apply is honoured before crash recovery may settle its row (by reading
+/// the key policy, never by writing it). It must outlast any live apply, or recovery would
+/// settle a row another replica or a `keyward remediation apply` process is still applying:
+/// PutKeyPolicy starts within [`PUT_DEADLINE`] of the claim or not at all, and it and the
+/// verifying read are each bounded by the SDK's 180 s operation timeout, so a live apply ends
+/// within 11 minutes of its claim.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(15 * 60);
+
+/// An apply that has not reached PutKeyPolicy this long after its claim gives up, writing
+/// nothing (back to `approved`): it keeps every write well inside [`CLAIM_LEASE`].
+pub const PUT_DEADLINE: Duration = Duration::from_secs(5 * 60);
+
+/// This process as claims name it: host and process id.
+fn instance_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown-host".into());
+        format!("{host}:{}", std::process::id())
+    })
+}
+
+/// A name for one claim: the instance and a nonce, so that not even a later claim of the same
+/// process can finish an apply it did not start.
+fn new_claimant() -> String {
+    format!("{}/{:016x}", instance_id(), rand::random::<u64>())
+}
 
 /// Opens PutKeyPolicy writers per account·region.
 #[async_trait]
@@ -109,6 +142,7 @@ pub struct Proposal {
 }
 
 /// The remediation service, shared by the API (and later the CLI).
+#[derive(Clone)]
 pub struct RemediationService {
     pub store: Arc<dyn Store>,
     pub connector: Arc<dyn KmsConnector>,
@@ -170,18 +204,105 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// Whether two policy texts are the same document (parsed JSON equal).
+/// Whether two policy texts are the same policy: equal JSON once the forms AWS treats alike are
+/// made one (a single string and a one-element list, the order and repetition of values in
+/// Action, Resource, Principal families and condition values, a lone statement object and a
+/// one-statement list; key order never counts). KMS may return a policy re-serialised, so raw
+/// text or raw JSON equality would call an applied proposal failed.
 pub fn same_policy(a: &str, b: &str) -> bool {
     match (
         serde_json::from_str::<serde_json::Value>(a),
         serde_json::from_str::<serde_json::Value>(b),
     ) {
-        (Ok(a), Ok(b)) => a == b,
+        (Ok(a), Ok(b)) => canonical_policy(a) == canonical_policy(b),
         _ => false,
     }
 }
 
+/// A string-or-list value as a sorted list without repeats; anything else unchanged.
+fn value_set(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(_) => Value::Array(vec![v]),
+        Value::Array(items) => {
+            let mut items: Vec<(String, Value)> =
+                items.into_iter().map(|i| (i.to_string(), i)).collect();
+            items.sort_by(|x, y| x.0.cmp(&y.0));
+            items.dedup_by(|x, y| x.0 == y.0);
+            Value::Array(items.into_iter().map(|(_, i)| i).collect())
+        }
+        other => other,
+    }
+}
+
+/// One statement with its set-valued fields in [`value_set`] form.
+fn canonical_statement(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let Value::Object(map) = v else { return v };
+    Value::Object(
+        map.into_iter()
+            .map(|(k, v)| {
+                let v = match (k.as_str(), v) {
+                    ("Action" | "NotAction" | "Resource" | "NotResource", v) => value_set(v),
+                    ("Principal" | "NotPrincipal", Value::Object(families)) => Value::Object(
+                        families
+                            .into_iter()
+                            .map(|(f, v)| (f, value_set(v)))
+                            .collect(),
+                    ),
+                    ("Condition", Value::Object(operators)) => Value::Object(
+                        operators
+                            .into_iter()
+                            .map(|(op, keys)| match keys {
+                                Value::Object(keys) => (
+                                    op,
+                                    Value::Object(
+                                        keys.into_iter().map(|(k, v)| (k, value_set(v))).collect(),
+                                    ),
+                                ),
+                                other => (op, other),
+                            })
+                            .collect(),
+                    ),
+                    (_, v) => v,
+                };
+                (k, v)
+            })
+            .collect(),
+    )
+}
+
+/// A policy document in the form [`same_policy`] compares (statement order is kept: it is what
+/// the key shows and what a diff reports).
+fn canonical_policy(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let Value::Object(map) = v else { return v };
+    Value::Object(
+        map.into_iter()
+            .map(|(k, v)| {
+                let v = match (k.as_str(), v) {
+                    ("Statement", Value::Object(one)) => {
+                        Value::Array(vec![canonical_statement(Value::Object(one))])
+                    }
+                    ("Statement", Value::Array(list)) => {
+                        Value::Array(list.into_iter().map(canonical_statement).collect())
+                    }
+                    (_, v) => v,
+                };
+                (k, v)
+            })
+            .collect(),
+    )
+}
+
 impl RemediationService {
+    /// The account as configured; `None` when it is no longer in the configuration. Writing
+    /// or reconciling then refuses rather than falling back to the default credentials, which
+    /// may reach another account, or the same one as another principal.
+    fn configured_account(&self, id: &str) -> Option<AccountConfig> {
+        self.accounts.iter().find(|a| a.id == id).cloned()
+    }
+
     fn account(&self, id: &str) -> AccountConfig {
         self.accounts
             .iter()
@@ -477,18 +598,54 @@ impl RemediationService {
             ));
         }
         let current = self.get(id).await?;
+        let Some(account) = self.configured_account(&current.account_id) else {
+            return Err(RemediationError::Refused(format!(
+                "account {} of remediation {id} is no longer in the configuration; nothing was \
+                 claimed or written. Add it back under [[accounts]] in keyward.toml to apply, or \
+                 reject the remediation",
+                current.account_id
+            )));
+        };
+        // The claim → PutKeyPolicy → verify → finish sequence runs in a task of its own: a
+        // caller that goes away (a client disconnect drops the request's future) cannot stop
+        // it half way and leave the row `applying`.
+        let service = self.clone();
+        let actor = actor.to_string();
+        let task =
+            tokio::spawn(async move { service.claim_and_apply(current, account, &actor).await });
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(RemediationError::Conflict(format!(
+                "the apply of remediation {id} was cancelled ({e}); if it was claimed, crash \
+                 recovery settles it once its claim lease ends"
+            ))),
+        }
+    }
+
+    /// The body of [`Self::apply`], run in its own task.
+    async fn claim_and_apply(
+        &self,
+        current: RemediationRow,
+        account: AccountConfig,
+        actor: &str,
+    ) -> RemediationResult<RemediationRow> {
+        let id = current.id;
+        let claimant = new_claimant();
         let now = self.clock.now();
+        let started = Instant::now();
         let claimed = self
             .store
             .claim_remediation(
                 id,
+                &claimant,
                 now,
                 &audit(
                     now,
                     actor,
                     "remediation.applying",
                     &current.key_arn,
-                    serde_json::json!({"remediation": id}),
+                    serde_json::json!({"remediation": id, "claim": claimant}),
                 ),
             )
             .await?;
@@ -498,7 +655,7 @@ impl RemediationService {
                 "remediation {id} is {state}; only an approved, unexpired remediation can be applied (once)"
             )));
         };
-        let result = self.write(&claimed).await;
+        let result = self.write(&claimed, &account, started).await;
         let done = self.clock.now();
         let (action, detail) = match &result {
             ApplyResult::Applied => ("remediation.applied", serde_json::Value::Null),
@@ -510,6 +667,7 @@ impl RemediationService {
             .store
             .finish_remediation(
                 id,
+                &claimant,
                 &result,
                 done,
                 &audit(
@@ -520,7 +678,22 @@ impl RemediationService {
                     serde_json::json!({"remediation": id, "error": detail}),
                 ),
             )
-            .await?;
+            .await;
+        let finished = match finished {
+            Ok(row) => row,
+            // Only crash recovery takes a claim away, after the lease: this apply outlived it.
+            // Its outcome is not written over what recovery recorded.
+            Err(StoreError::Conflict(why)) => {
+                tracing::error!(remediation = id, claim = %claimant, outcome = ?result, %why, "an apply lost its claim; its outcome was not recorded");
+                return Err(RemediationError::Conflict(format!(
+                    "remediation {id} was settled by crash recovery while this apply ran \
+                     ({why}); this apply's outcome ({result:?}) was not recorded. Check the key \
+                     policy of {}",
+                    claimed.key_arn
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if matches!(result, ApplyResult::Applied)
             && let Some(after) = &self.after_apply
         {
@@ -529,10 +702,15 @@ impl RemediationService {
         Ok(finished)
     }
 
-    /// The AWS half of apply; never panics, every outcome is a result to store.
-    async fn write(&self, r: &RemediationRow) -> ApplyResult {
-        let account = self.account(&r.account_id);
-        let access = Self::access(&account);
+    /// The AWS half of apply, as `account` (the remediation's, as configured); `started` is
+    /// when the claim was made. Never panics, every outcome is a result to store.
+    async fn write(
+        &self,
+        r: &RemediationRow,
+        account: &AccountConfig,
+        started: Instant,
+    ) -> ApplyResult {
+        let access = Self::access(account);
         // The id, as the sync reads keys (an ARN works on AWS; emulators are stricter).
         let key_id = r.key_arn.rsplit('/').next().unwrap_or(&r.key_arn);
         let source = match self.connector.source(&access, &r.region).await {
@@ -549,7 +727,7 @@ impl RemediationService {
                     .into(),
             );
         }
-        let applier = match self.applier(&account, &r.region).await {
+        let applier = match self.applier(account, &r.region).await {
             Ok(a) => a,
             Err(e) => return ApplyResult::Failed(e.to_string()),
         };
@@ -565,6 +743,12 @@ impl RemediationService {
             Ok(w) => w,
             Err(e) => return ApplyResult::Failed(e.to_string()),
         };
+        if started.elapsed() >= PUT_DEADLINE {
+            return ApplyResult::Unapplied(format!(
+                "PutKeyPolicy had not started {} s after the claim; gave up, nothing was written",
+                PUT_DEADLINE.as_secs()
+            ));
+        }
         if let Err(e) = writer.put_key_policy(key_id, &r.proposed_policy).await {
             return ApplyResult::Failed(e.to_string());
         }
@@ -578,52 +762,60 @@ impl RemediationService {
         }
     }
 
-    /// Crash recovery: every remediation left in `applying` (the process died between the claim
-    /// and the end of the apply) is settled by re-reading the key policy, never by writing it:
-    /// equal to the proposal → `applied`; equal to the base → back to `approved` (nothing was
-    /// written); anything else → `failed` with the reason. A policy that cannot be read leaves
-    /// the row `applying` for the next start-up. Returns the rows settled.
+    /// Crash recovery: every remediation left `applying` under a claim older than
+    /// [`CLAIM_LEASE`] (its process died, or gave up, between the claim and the end of the
+    /// apply) is settled by re-reading the key policy, never by writing it: equal to the
+    /// proposal → `applied`; equal to the base → back to `approved` (nothing was written);
+    /// anything else → `failed` with the reason. A fresher claim belongs to an apply that may
+    /// still be running (on this or another replica, or a CLI process) and is left alone. A
+    /// policy that cannot be read leaves the row `applying` for the next run; an account no
+    /// longer configured makes it `failed` with the reason, for an operator to check. Runs at
+    /// start-up and periodically. Returns the rows settled.
     pub async fn reconcile_applying(&self) -> RemediationResult<Vec<RemediationRow>> {
-        let mut applying = Vec::new();
-        let mut before = None;
-        loop {
-            let (page, _) = self.store.list_remediations(before, 500).await?;
-            let Some(last) = page.last() else { break };
-            before = Some(last.id);
-            applying.extend(
-                page.into_iter()
-                    .filter(|r| r.state == crate::store::remediation_state::APPLYING),
-            );
-        }
+        let lease = chrono::TimeDelta::from_std(CLAIM_LEASE)
+            .unwrap_or_else(|_| chrono::TimeDelta::minutes(15));
+        let abandoned = self
+            .store
+            .abandoned_remediations(self.clock.now() - lease)
+            .await?;
         let mut settled = Vec::new();
-        for r in applying {
-            let account = self.account(&r.account_id);
+        for r in abandoned {
             let key_id = r.key_arn.rsplit('/').next().unwrap_or(&r.key_arn);
-            let read = match self
-                .connector
-                .source(&Self::access(&account), &r.region)
-                .await
-            {
-                Ok(source) => source.get_key_policy(key_id).await,
-                Err(e) => Err(e),
-            };
-            let current = match read {
-                Ok(text) => text,
-                Err(e) => {
-                    tracing::warn!(remediation = r.id, error = %e, "cannot reconcile a remediation left applying; it stays applying");
-                    continue;
+            let result = match self.configured_account(&r.account_id) {
+                None => ApplyResult::Failed(format!(
+                    "found applying after its claim lease ended, and account {} is no longer in \
+                     the configuration: the key policy was not re-read, so whether the proposal \
+                     was written is unknown. Check the key policy by hand",
+                    r.account_id
+                )),
+                Some(account) => {
+                    let read = match self
+                        .connector
+                        .source(&Self::access(&account), &r.region)
+                        .await
+                    {
+                        Ok(source) => source.get_key_policy(key_id).await,
+                        Err(e) => Err(e),
+                    };
+                    let current = match read {
+                        Ok(text) => text,
+                        Err(e) => {
+                            tracing::warn!(remediation = r.id, error = %e, "cannot reconcile a remediation left applying; it stays applying");
+                            continue;
+                        }
+                    };
+                    if same_policy(&current, &r.proposed_policy) {
+                        ApplyResult::Applied
+                    } else if same_policy(&current, &r.base_policy) {
+                        ApplyResult::Unapplied(
+                            "found applying after its claim lease ended with the key policy still equal to the base: nothing was written".into(),
+                        )
+                    } else {
+                        ApplyResult::Failed(
+                            "found applying after its claim lease ended with a key policy equal to neither the base nor the proposal; nothing was written. Review the key policy and propose again".into(),
+                        )
+                    }
                 }
-            };
-            let result = if same_policy(&current, &r.proposed_policy) {
-                ApplyResult::Applied
-            } else if same_policy(&current, &r.base_policy) {
-                ApplyResult::Unapplied(
-                    "found applying at start-up with the key policy still equal to the base: nothing was written".into(),
-                )
-            } else {
-                ApplyResult::Failed(
-                    "found applying at start-up with a key policy equal to neither the base nor the proposal; nothing was written. Review the key policy and propose again".into(),
-                )
             };
             let (action, detail) = match &result {
                 ApplyResult::Applied => ("remediation.applied", serde_json::Value::Null),
@@ -632,11 +824,13 @@ impl RemediationService {
                     ("remediation.failed", e.as_str().into())
                 }
             };
+            let claim = r.claimed_by.clone().unwrap_or_default();
             let now = self.clock.now();
-            let row = self
+            let row = match self
                 .store
                 .finish_remediation(
                     r.id,
+                    &claim,
                     &result,
                     now,
                     &audit(
@@ -644,10 +838,19 @@ impl RemediationService {
                         "keyward",
                         action,
                         &r.key_arn,
-                        serde_json::json!({"remediation": r.id, "reconciled": true, "error": detail}),
+                        serde_json::json!({"remediation": r.id, "reconciled": true, "claim": claim, "error": detail}),
                     ),
                 )
-                .await?;
+                .await
+            {
+                Ok(row) => row,
+                // Its own apply (or another replica's recovery) finished it meanwhile.
+                Err(StoreError::Conflict(why)) => {
+                    tracing::info!(remediation = r.id, %why, "a remediation left applying was settled meanwhile");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             tracing::info!(remediation = r.id, state = %row.state, "reconciled a remediation left applying");
             if matches!(result, ApplyResult::Applied)
                 && let Some(after) = &self.after_apply
@@ -727,5 +930,66 @@ impl RemediationService {
             idempotency_key: None,
         };
         self.create(&new, requester).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_policy;
+
+    const APPLIED: &str = r#"{"Version":"2012-10-17","Id":"k","Statement":[
+        {"Sid":"Root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},
+         "Action":"kms:*","Resource":"*",
+         "Condition":{"StringEquals":{"aws:PrincipalType":"Account"}}},
+        {"Sid":"Admins","Effect":"Allow",
+         "Principal":{"AWS":["arn:aws:iam::111122223333:role/A","arn:aws:iam::111122223333:role/B"]},
+         "Action":["kms:Describe*","kms:Put*"],"Resource":"*"}]}"#;
+
+    #[test]
+    fn forms_aws_treats_alike_are_the_same_policy() {
+        // Keys reordered, one-element lists for strings (and back), list order and repeats.
+        let returned = r#"{"Statement":[
+            {"Resource":["*"],"Action":["kms:*"],"Effect":"Allow","Sid":"Root",
+             "Condition":{"StringEquals":{"aws:PrincipalType":["Account"]}},
+             "Principal":{"AWS":["arn:aws:iam::111122223333:root"]}},
+            {"Sid":"Admins","Effect":"Allow","Resource":"*",
+             "Principal":{"AWS":["arn:aws:iam::111122223333:role/B","arn:aws:iam::111122223333:role/A",
+                                 "arn:aws:iam::111122223333:role/B"]},
+             "Action":["kms:Put*","kms:Describe*"]}],
+            "Id":"k","Version":"2012-10-17"}"#;
+        assert!(same_policy(APPLIED, returned));
+        assert!(same_policy(returned, APPLIED));
+        // A lone statement object is a one-statement list.
+        let one = r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":"*","Action":"kms:Decrypt","Resource":"*"}}"#;
+        let list = r#"{"Statement":[{"Resource":["*"],"Action":["kms:Decrypt"],"Principal":"*","Effect":"Allow"}],"Version":"2012-10-17"}"#;
+        assert!(same_policy(one, list));
+    }
+
+    #[test]
+    fn different_policies_are_not_the_same() {
+        for other in [
+            // a principal more
+            APPLIED.replace(
+                "role/B\"]",
+                "role/B\",\"arn:aws:iam::111122223333:role/C\"]",
+            ),
+            // an action less
+            APPLIED.replace("[\"kms:Describe*\",\"kms:Put*\"]", "\"kms:Describe*\""),
+            // a condition value changed
+            APPLIED.replace("\"Account\"", "\"User\""),
+            // Allow → Deny
+            APPLIED.replacen("\"Allow\"", "\"Deny\"", 1),
+            // NotAction is not Action
+            APPLIED.replace("\"Action\":\"kms:*\"", "\"NotAction\":\"kms:*\""),
+        ] {
+            assert_ne!(other, APPLIED, "the edit applies");
+            assert!(!same_policy(APPLIED, &other), "{other}");
+        }
+        // Statement order is kept: it is what the key shows.
+        let v: serde_json::Value = serde_json::from_str(APPLIED).unwrap();
+        let mut swapped = v.clone();
+        swapped["Statement"].as_array_mut().unwrap().swap(0, 1);
+        assert!(!same_policy(APPLIED, &swapped.to_string()));
+        assert!(!same_policy(APPLIED, "not json"));
     }
 }

@@ -922,7 +922,7 @@ impl From<&FindingRow> for FindingEvent {
 pub(super) const REMEDIATION_COLUMNS: &str = "id, key_arn, account_id, region, state, requester, \
     ticket, comment, base_policy, base_sha256, proposed_policy, proposed_sha256, diff, resolves, \
     remaining, created_at, updated_at, expires_at, applied_at, error, rollback_of, idempotency_key, \
-    impact";
+    impact, claimed_by, claimed_at";
 
 /// The outbox payload of every `remediation.*` event: what a ticketing webhook needs, not the
 /// policies themselves.
@@ -1006,19 +1006,16 @@ pub(super) fn apply_result(result: &ApplyResult) -> (&'static str, &'static str,
             events::REMEDIATION_APPLIED,
             None,
         ),
-        ApplyResult::Stale(e) => (
-            remediation_state::STALE,
-            events::REMEDIATION_FAILED,
-            Some(e),
-        ),
+        ApplyResult::Stale(e) => (remediation_state::STALE, events::REMEDIATION_STALE, Some(e)),
         ApplyResult::Failed(e) => (
             remediation_state::FAILED,
             events::REMEDIATION_FAILED,
             Some(e),
         ),
+        // Not a second approval: its own event (see events::REMEDIATION_UNAPPLIED).
         ApplyResult::Unapplied(_) => (
             remediation_state::APPROVED,
-            events::REMEDIATION_APPROVED,
+            events::REMEDIATION_UNAPPLIED,
             None,
         ),
     }
@@ -1033,6 +1030,33 @@ pub(super) fn expiry_audit(r: &RemediationRow, now: DateTime<Utc>) -> StoreResul
         target: r.key_arn.clone(),
         detail: to_json(&serde_json::json!({"remediation": r.id, "expires_at": r.expires_at}))?,
     })
+}
+
+/// The audit entry the store writes itself when an applied rollback (`rollback`, by `actor`)
+/// moves the remediation it undoes to `rolled_back`.
+pub(super) fn rolled_back_audit(
+    original: &RemediationRow,
+    rollback: i64,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<NewAuditEvent> {
+    Ok(NewAuditEvent {
+        at: now,
+        actor: actor.to_string(),
+        action: "remediation.rolled_back".into(),
+        target: original.key_arn.clone(),
+        detail: to_json(
+            &serde_json::json!({"remediation": original.id, "rolled_back_by": rollback}),
+        )?,
+    })
+}
+
+/// `$first, $first+1, …` for a conditional `state IN (…)` over `states`.
+pub(super) fn state_placeholders(first: usize, states: &[&str]) -> String {
+    (first..first + states.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The payload of `sync.failed`.

@@ -291,6 +291,9 @@ pub mod remediation_state {
     pub const STALE: &str = "stale";
     pub const FAILED: &str = "failed";
     pub const EXPIRED: &str = "expired";
+    /// An applied remediation whose rollback (a remediation with `rollback_of` naming it) was
+    /// applied.
+    pub const ROLLED_BACK: &str = "rolled_back";
 }
 
 /// A remediation to store: a proposed policy for one key, as the service computed it.
@@ -339,8 +342,8 @@ pub struct RemediationRow {
     pub key_arn: String,
     pub account_id: String,
     pub region: String,
-    /// `pending_approval`, `approved`, `applying`, `applied`, `rejected`, `stale`, `failed` or
-    /// `expired`.
+    /// `pending_approval`, `approved`, `applying`, `applied`, `rolled_back`, `rejected`,
+    /// `stale`, `failed` or `expired`.
     pub state: String,
     pub requester: String,
     pub ticket: Option<String>,
@@ -365,6 +368,10 @@ pub struct RemediationRow {
     pub impact: Option<serde_json::Value>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
+    /// The last claim to apply it: the instance id and a nonce naming that one claim. Only that
+    /// claim may finish the apply.
+    pub claimed_by: Option<String>,
+    pub claimed_at: Option<DateTime<Utc>>,
     /// Distinct approvers, in approval order.
     pub approvals: Vec<ApprovalRow>,
 }
@@ -392,10 +399,22 @@ pub mod events {
     pub const REMEDIATION_APPROVED: &str = "remediation.approved";
     pub const REMEDIATION_APPLIED: &str = "remediation.applied";
     pub const REMEDIATION_FAILED: &str = "remediation.failed";
+    /// Claimed for applying (`approved → applying`).
+    pub const REMEDIATION_APPLYING: &str = "remediation.applying";
+    pub const REMEDIATION_REJECTED: &str = "remediation.rejected";
+    /// The key policy changed since the proposal: nothing was written.
+    pub const REMEDIATION_STALE: &str = "remediation.stale";
+    pub const REMEDIATION_EXPIRED: &str = "remediation.expired";
+    /// An applied remediation was undone by its applied rollback.
+    pub const REMEDIATION_ROLLED_BACK: &str = "remediation.rolled_back";
+    /// An apply found not to have written anything (its process died or gave up before
+    /// PutKeyPolicy) went back to `approved`. Distinct from `remediation.approved` so a
+    /// subscriber never counts a second approval.
+    pub const REMEDIATION_UNAPPLIED: &str = "remediation.unapplied";
     pub const SYNC_FAILED: &str = "sync.failed";
 
     /// Every event a webhook may subscribe to.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 14] = [
         FINDING_OPENED,
         FINDING_RESOLVED,
         FINDING_WAIVED,
@@ -403,6 +422,12 @@ pub mod events {
         REMEDIATION_APPROVED,
         REMEDIATION_APPLIED,
         REMEDIATION_FAILED,
+        REMEDIATION_APPLYING,
+        REMEDIATION_REJECTED,
+        REMEDIATION_STALE,
+        REMEDIATION_EXPIRED,
+        REMEDIATION_ROLLED_BACK,
+        REMEDIATION_UNAPPLIED,
         SYNC_FAILED,
     ];
 }
@@ -932,7 +957,7 @@ pub trait Store: Send + Sync {
         audit: &NewAuditEvent,
     ) -> StoreResult<RemediationRow>;
     /// Rejects a pending or approved remediation, in one transaction with `audit` and a
-    /// `remediation.failed` outbox event (state `rejected`); the comment is required.
+    /// `remediation.rejected` outbox event (state `rejected`); the comment is required.
     async fn reject_remediation(
         &self,
         id: i64,
@@ -940,27 +965,40 @@ pub trait Store: Send + Sync {
         audit: &NewAuditEvent,
     ) -> StoreResult<RemediationRow>;
     /// Claims an approved, unexpired remediation for applying with one conditional update
-    /// (`approved → applying`), in one transaction with `audit`. Exactly one of concurrent
-    /// callers (also on several replicas) gets `Some`; the others get `None`.
+    /// (`approved → applying`, recording `claimant` and `now` as the claim), in one transaction
+    /// with `audit` and a `remediation.applying` outbox event. Exactly one of concurrent callers
+    /// (also on several replicas) gets `Some`; the others get `None`.
     async fn claim_remediation(
         &self,
         id: i64,
+        claimant: &str,
         now: DateTime<Utc>,
         audit: &NewAuditEvent,
     ) -> StoreResult<Option<RemediationRow>>;
-    /// Ends a claimed apply (`applying → applied|stale|failed`), in one transaction with `audit`
-    /// and a `remediation.applied` or `remediation.failed` outbox event (`remediation.approved`
-    /// for [`ApplyResult::Unapplied`], back to `approved`). `Conflict` when the
-    /// remediation is not `applying`.
+    /// Ends the apply claimed by `claimant` (`applying → applied|stale|failed`, or back to
+    /// `approved` for [`ApplyResult::Unapplied`]), in one transaction with `audit` and a
+    /// `remediation.applied|stale|failed|unapplied` outbox event. When an applied remediation
+    /// is a rollback, the remediation it rolls back goes `applied → rolled_back` in the same
+    /// transaction, with its own audit entry and `remediation.rolled_back` event. `Conflict`
+    /// when the remediation is not `applying` under that claim: a lost claim is never
+    /// overwritten.
     async fn finish_remediation(
         &self,
         id: i64,
+        claimant: &str,
         result: &ApplyResult,
         now: DateTime<Utc>,
         audit: &NewAuditEvent,
     ) -> StoreResult<RemediationRow>;
+    /// Remediations `applying` under a claim made at or before `claimed_before` (a claim
+    /// without a time counts from the row's last update), oldest first: what crash recovery
+    /// may settle.
+    async fn abandoned_remediations(
+        &self,
+        claimed_before: DateTime<Utc>,
+    ) -> StoreResult<Vec<RemediationRow>>;
     /// Moves every pending or approved remediation whose `expires_at` is not after `now` to
-    /// `expired`, each with an audit event (actor `keyward`) and a `remediation.failed` outbox
+    /// `expired`, each with an audit event (actor `keyward`) and a `remediation.expired` outbox
     /// event; returns their ids.
     async fn expire_remediations(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>>;
 

@@ -10,7 +10,8 @@ use super::common::{
     check_approval, check_rejection, combine_figures, count, db_err, expiry_audit,
     finding_conditions, findings_from, from_json, http_status, key_conditions, key_order, listed,
     migrate_err, new_delivery_id, open_findings_column, plan_findings, remediation_payload,
-    run_status, stamp_due, subscribed, sync_failed_payload, to_i64, to_json, waived_open_sql,
+    rolled_back_audit, run_status, stamp_due, state_placeholders, subscribed, sync_failed_payload,
+    to_i64, to_json, waived_open_sql,
 };
 use super::{
     AccountRow, ApplyResult, ApprovalRow, AuditEvent, AuditVerification, ChangeMarker,
@@ -682,6 +683,8 @@ fn remediation_row(row: &SqliteRow, approvals: Vec<ApprovalRow>) -> StoreResult<
             .map(|text| from_json("impact", &text))
             .transpose()?,
         idempotency_key: get(row, "idempotency_key")?,
+        claimed_by: get(row, "claimed_by")?,
+        claimed_at: get(row, "claimed_at")?,
         approvals,
     })
 }
@@ -727,32 +730,55 @@ async fn existing_remediation(conn: &mut SqliteConnection, id: i64) -> StoreResu
         .ok_or_else(|| StoreError::NotFound(format!("remediation {id}")))
 }
 
-/// Sets a remediation's state (and error, and applied_at when applied) and writes its outbox
-/// event and `audit`, all on the caller's transaction.
+/// Moves a remediation from one of the states `from` (and, for a finish, from `claimant`'s
+/// claim) to `state`, setting its error, and applied_at when applied, and writes its outbox
+/// `event` and `audit`, all on the caller's transaction. `Conflict` when the row is not as
+/// expected: BEGIN IMMEDIATE already serialises writers, but the conditional update is the
+/// invariant, as on Postgres.
+#[allow(clippy::too_many_arguments)]
 async fn transition_in(
     conn: &mut SqliteConnection,
     id: i64,
+    from: &[&str],
+    claimant: Option<&str>,
     state: &str,
     error: Option<&str>,
-    event: Option<&str>,
+    event: &str,
     now: DateTime<Utc>,
     audit: &NewAuditEvent,
 ) -> StoreResult<RemediationRow> {
-    sqlx::query(
+    let sql = format!(
         "UPDATE remediations SET state = $1, error = COALESCE($2, error), updated_at = $3, \
-         applied_at = CASE WHEN $1 = 'applied' THEN $3 ELSE applied_at END WHERE id = $4",
-    )
-    .bind(state)
-    .bind(error)
-    .bind(ts(now))
-    .bind(id)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    let after = existing_remediation(conn, id).await?;
-    if let Some(event) = event {
-        insert_outbox(conn, event, &remediation_payload(&after)?, &ts(now)).await?;
+         applied_at = CASE WHEN $1 = 'applied' THEN $3 ELSE applied_at END \
+         WHERE id = $4 AND ($5 IS NULL OR COALESCE(claimed_by, '') = $5) \
+         AND state IN ({})",
+        state_placeholders(6, from)
+    );
+    let mut update = sqlx::query(&sql)
+        .bind(state)
+        .bind(error)
+        .bind(ts(now))
+        .bind(id)
+        .bind(claimant);
+    for s in from {
+        update = update.bind(*s);
     }
+    let changed = update
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+    if changed != 1 {
+        let current = existing_remediation(conn, id).await?;
+        return Err(StoreError::Conflict(format!(
+            "remediation {id} is {}, not {}{}",
+            current.state,
+            from.join(" or "),
+            claimant.map_or(String::new(), |c| format!(" under claim {c}"))
+        )));
+    }
+    let after = existing_remediation(conn, id).await?;
+    insert_outbox(conn, event, &remediation_payload(&after)?, &ts(now)).await?;
     append_audit_in(conn, audit).await?;
     Ok(after)
 }
@@ -2095,6 +2121,7 @@ impl Store for SqliteStore {
         let now = approval.created_at;
         let mut tx = self.begin_write().await?;
         let result = async {
+            // BEGIN IMMEDIATE orders concurrent approvers: the second counts the first.
             let current = existing_remediation(&mut tx, id).await?;
             check_approval(&current, &approval.approver, now)?;
             sqlx::query(
@@ -2113,14 +2140,17 @@ impl Store for SqliteStore {
                 transition_in(
                     &mut tx,
                     id,
+                    &[remediation_state::PENDING_APPROVAL],
+                    None,
                     remediation_state::APPROVED,
                     None,
-                    Some(events::REMEDIATION_APPROVED),
+                    events::REMEDIATION_APPROVED,
                     now,
                     audit,
                 )
                 .await
             } else {
+                // Not a transition (still pending): audited, no outbox event.
                 sqlx::query("UPDATE remediations SET updated_at = $1 WHERE id = $2")
                     .bind(ts(now))
                     .bind(id)
@@ -2148,9 +2178,14 @@ impl Store for SqliteStore {
             transition_in(
                 &mut tx,
                 id,
+                &[
+                    remediation_state::PENDING_APPROVAL,
+                    remediation_state::APPROVED,
+                ],
+                None,
                 remediation_state::REJECTED,
                 rejection.comment.as_deref(),
-                Some(events::REMEDIATION_FAILED),
+                events::REMEDIATION_REJECTED,
                 rejection.created_at,
                 audit,
             )
@@ -2163,17 +2198,20 @@ impl Store for SqliteStore {
     async fn claim_remediation(
         &self,
         id: i64,
+        claimant: &str,
         now: DateTime<Utc>,
         audit: &NewAuditEvent,
     ) -> StoreResult<Option<RemediationRow>> {
         let mut tx = self.begin_write().await?;
         let result = async {
             let claimed = sqlx::query(
-                "UPDATE remediations SET state = 'applying', updated_at = $1 \
+                "UPDATE remediations SET state = 'applying', updated_at = $1, claimed_by = $3, \
+                     claimed_at = $1 \
                  WHERE id = $2 AND state = 'approved' AND expires_at > $1",
             )
             .bind(ts(now))
             .bind(id)
+            .bind(claimant)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?
@@ -2181,8 +2219,16 @@ impl Store for SqliteStore {
             if claimed != 1 {
                 return Ok(None);
             }
+            let row = existing_remediation(&mut tx, id).await?;
+            insert_outbox(
+                &mut tx,
+                events::REMEDIATION_APPLYING,
+                &remediation_payload(&row)?,
+                &ts(now),
+            )
+            .await?;
             append_audit_in(&mut tx, audit).await?;
-            existing_remediation(&mut tx, id).await.map(Some)
+            Ok(Some(row))
         }
         .await;
         tx.finish(result).await
@@ -2191,10 +2237,12 @@ impl Store for SqliteStore {
     async fn finish_remediation(
         &self,
         id: i64,
+        claimant: &str,
         result: &ApplyResult,
         now: DateTime<Utc>,
         audit: &NewAuditEvent,
     ) -> StoreResult<RemediationRow> {
+        let applied = matches!(result, ApplyResult::Applied);
         let (state, event, error) = apply_result(result);
         let mut tx = self.begin_write().await?;
         let result = async {
@@ -2205,16 +2253,72 @@ impl Store for SqliteStore {
                     current.state
                 )));
             }
-            transition_in(&mut tx, id, state, error, Some(event), now, audit).await
+            if current.claimed_by.as_deref().unwrap_or("") != claimant {
+                return Err(StoreError::Conflict(format!(
+                    "remediation {id} is applying under claim {}, not {claimant}: the claim was lost",
+                    current.claimed_by.as_deref().unwrap_or("(none)")
+                )));
+            }
+            let finished = transition_in(
+                &mut tx,
+                id,
+                &[remediation_state::APPLYING],
+                Some(claimant),
+                state,
+                error,
+                event,
+                now,
+                audit,
+            )
+            .await?;
+            // An applied rollback undoes the remediation it rolls back, in the same transaction.
+            if applied && let Some(original) = finished.rollback_of {
+                let before = existing_remediation(&mut tx, original).await?;
+                if before.state == remediation_state::APPLIED {
+                    transition_in(
+                        &mut tx,
+                        original,
+                        &[remediation_state::APPLIED],
+                        None,
+                        remediation_state::ROLLED_BACK,
+                        None,
+                        events::REMEDIATION_ROLLED_BACK,
+                        now,
+                        &rolled_back_audit(&before, id, &audit.actor, now)?,
+                    )
+                    .await?;
+                }
+            }
+            Ok(finished)
         }
         .await;
         tx.finish(result).await
     }
 
+    async fn abandoned_remediations(
+        &self,
+        claimed_before: DateTime<Utc>,
+    ) -> StoreResult<Vec<RemediationRow>> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM remediations WHERE state = 'applying' \
+             AND COALESCE(claimed_at, updated_at) <= $1 ORDER BY id",
+        )
+        .bind(ts(claimed_before))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            rows.push(existing_remediation(&mut conn, id).await?);
+        }
+        Ok(rows)
+    }
+
     async fn expire_remediations(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>> {
         let mut tx = self.begin_write().await?;
         let result = async {
-            let ids: Vec<i64> = sqlx::query_scalar(
+            let due: Vec<i64> = sqlx::query_scalar(
                 "SELECT id FROM remediations WHERE state IN ('pending_approval', 'approved') \
                  AND expires_at <= $1 ORDER BY id",
             )
@@ -2222,21 +2326,33 @@ impl Store for SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
-            for &id in &ids {
+            let mut expired = Vec::with_capacity(due.len());
+            for id in due {
                 let current = existing_remediation(&mut tx, id).await?;
                 let audit = expiry_audit(&current, now)?;
-                transition_in(
+                match transition_in(
                     &mut tx,
                     id,
+                    &[
+                        remediation_state::PENDING_APPROVAL,
+                        remediation_state::APPROVED,
+                    ],
+                    None,
                     remediation_state::EXPIRED,
                     None,
-                    Some(events::REMEDIATION_FAILED),
+                    events::REMEDIATION_EXPIRED,
                     now,
                     &audit,
                 )
-                .await?;
+                .await
+                {
+                    Ok(_) => expired.push(id),
+                    // Claimed or rejected in the meantime: not expired after all.
+                    Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
-            Ok(ids)
+            Ok(expired)
         }
         .await;
         tx.finish(result).await
