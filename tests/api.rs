@@ -641,6 +641,7 @@ async fn openapi_document_and_router_agree() {
         "GET /api/v1/sync/runs",
         "GET /api/v1/webhooks/deliveries",
         "PATCH /api/v1/findings/{id}",
+        "PATCH /api/v1/remediations/{id}",
         "POST /api/v1/findings/{id}/waive",
         "POST /api/v1/remediations",
         "POST /api/v1/remediations/{id}/apply",

@@ -89,11 +89,35 @@ pub enum FixOutcome {
 #[error("{reason}")]
 pub struct FixRefused {
     pub reason: String,
+    /// What the refusal is about, so callers can say what to change.
+    pub kind: RefusalKind,
+}
+
+/// The kinds of [`FixRefused`]: each asks for a different remedy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// No administrator would remain and none is configured.
+    NoAdministrator,
+    /// A configured key administrator is not an IAM role or user of the key's account.
+    InvalidAdministrator,
+    /// Keyward's auditor would lose read access.
+    Auditor,
+    /// The principal that applies the policy would lose `kms:PutKeyPolicy`.
+    Caller,
+    /// The fixed policy would exceed the key policy size limit.
+    TooLarge,
+    /// Anything else (an invalid account id, an internal check).
+    Other,
 }
 
 fn refuse(reason: impl Into<String>) -> FixRefused {
+    refuse_as(RefusalKind::Other, reason)
+}
+
+fn refuse_as(kind: RefusalKind, reason: impl Into<String>) -> FixRefused {
     FixRefused {
         reason: reason.into(),
+        kind,
     }
 }
 
@@ -115,7 +139,7 @@ pub fn fix(policy: &Policy, ctx: &FixContext<'_>) -> Result<FixOutcome, FixRefus
             if is_iam_identity_of(&role, account) {
                 Ok(role)
             } else {
-                Err(refuse(format!(
+                Err(refuse_as(RefusalKind::InvalidAdministrator, format!(
                     "key administrator {a:?} is not an IAM role or user of account {account}"
                 )))
             }
@@ -171,7 +195,7 @@ pub fn fix(policy: &Policy, ctx: &FixContext<'_>) -> Result<FixOutcome, FixRefus
     let staged = reparse(policy, &statements)?;
     if super::rules::administrators(&staged, account).is_empty() {
         if admins.is_empty() {
-            return Err(refuse(format!(
+            return Err(refuse_as(RefusalKind::NoAdministrator, format!(
                 "no IAM role or user of account {account} would be allowed kms:PutKeyPolicy once IAM delegation is removed; configure key administrators (key_admins, or --admin ARN) so the fix can name them"
             )));
         }
@@ -229,7 +253,7 @@ pub fn fix(policy: &Policy, ctx: &FixContext<'_>) -> Result<FixOutcome, FixRefus
     )?;
     let text = fixed.to_pretty();
     if text.len() > MAX_POLICY_BYTES {
-        return Err(refuse(format!(
+        return Err(refuse_as(RefusalKind::TooLarge, format!(
             "the fixed policy would be {} bytes, over the {MAX_POLICY_BYTES}-byte key policy limit",
             text.len()
         )));
@@ -413,7 +437,7 @@ fn check_safety(
         )));
     }
     if super::rules::administrators(after, account).is_empty() {
-        return Err(refuse(format!(
+        return Err(refuse_as(RefusalKind::NoAdministrator, format!(
             "the fixed policy would leave no IAM role or user of account {account} with kms:PutKeyPolicy"
         )));
     }
@@ -426,7 +450,7 @@ fn check_safety(
         && !is_account_principal(auditor, account)
         && !explicitly_allowed(after, auditor, &AUDITOR_ACTIONS)
     {
-        return Err(refuse(format!(
+        return Err(refuse_as(RefusalKind::Auditor, format!(
             "the auditor {auditor} would lose read access"
         )));
     }
@@ -434,7 +458,7 @@ fn check_safety(
         && !is_account_principal(caller, account)
         && !explicitly_allowed(after, caller, &["kms:PutKeyPolicy"])
     {
-        return Err(refuse(format!(
+        return Err(refuse_as(RefusalKind::Caller, format!(
             "{caller} would lose kms:PutKeyPolicy; AWS refuses a policy that locks its caller out"
         )));
     }
@@ -463,7 +487,7 @@ pub fn check_caller_keeps_access(
     if delegated && is_iam_identity_of(&caller, account) {
         return Ok(());
     }
-    Err(refuse(format!(
+    Err(refuse_as(RefusalKind::Caller, format!(
         "{caller} would lose kms:PutKeyPolicy; AWS refuses a policy that locks its caller out, so Keyward refuses it first (name the role in the policy or configure [[accounts]] remediator)"
     )))
 }
