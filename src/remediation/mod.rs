@@ -830,3 +830,92 @@ impl RemediationService {
         self.create(&new, requester).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::fix::{FixContext, fix};
+
+    const ACCOUNT: &str = "111122223333";
+
+    fn refusal(policy: &str, key_admins: &[String]) -> crate::policy::fix::FixRefused {
+        let policy = Policy::parse(policy).unwrap();
+        fix(
+            &policy,
+            &FixContext {
+                account_id: ACCOUNT,
+                key_admins,
+                auditor: None,
+                caller: None,
+            },
+        )
+        .unwrap_err()
+    }
+
+    #[test]
+    fn each_engine_refusal_gets_its_own_hint() {
+        let delegating = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"kms:*","Resource":"*"}}]}}"#
+        );
+        let none = refusal(&delegating, &[]);
+        assert_eq!(none.kind, RefusalKind::NoAdministrator);
+        let hint = refusal_hint(none.kind, ACCOUNT);
+        assert!(hint.contains("key_admins") && hint.contains(ACCOUNT), "{hint}");
+
+        let foreign = refusal(
+            &delegating,
+            &["arn:aws:iam::444455556666:role/Admin".to_string()],
+        );
+        assert_eq!(foreign.kind, RefusalKind::InvalidAdministrator);
+        assert!(refusal_hint(foreign.kind, ACCOUNT).contains("must be an IAM role or user"));
+
+        for kind in [RefusalKind::TooLarge, RefusalKind::Other] {
+            assert!(!refusal_hint(kind, ACCOUNT).contains("key_admins"), "{kind:?}");
+        }
+        assert!(refusal_hint(RefusalKind::TooLarge, ACCOUNT).contains("shorten"));
+        assert!(refusal_hint(RefusalKind::Caller, ACCOUNT).contains("remediator"));
+        assert!(refusal_hint(RefusalKind::Auditor, ACCOUNT).contains("auditor"));
+    }
+
+    #[test]
+    fn aws_errors_while_proposing_are_denials_missing_keys_or_outages() {
+        let account = AccountConfig {
+            id: ACCOUNT.into(),
+            role_arn: Some(format!("arn:aws:iam::{ACCOUNT}:role/KeywardAudit")),
+            ..AccountConfig::default()
+        };
+        let arn = format!("arn:aws:kms:us-east-1:{ACCOUNT}:key/k");
+        let denied = propose_aws_error(
+            AwsError::AccessDenied {
+                operation: "DescribeKey",
+                message: "no".into(),
+            },
+            &arn,
+            &account,
+        );
+        assert!(
+            matches!(&denied, RemediationError::Refused(m)
+                if m.contains("kms:DescribeKey") && m.contains("role/KeywardAudit")),
+            "{denied}"
+        );
+        let gone = propose_aws_error(
+            AwsError::NotFound {
+                operation: "DescribeKey",
+                message: "gone".into(),
+            },
+            &arn,
+            &account,
+        );
+        assert!(matches!(gone, RemediationError::NotFound(_)), "{gone}");
+        let throttled = propose_aws_error(
+            AwsError::Service {
+                operation: "GetKeyPolicy",
+                code: "ThrottlingException".into(),
+                message: "slow down".into(),
+            },
+            &arn,
+            &account,
+        );
+        assert!(matches!(throttled, RemediationError::Aws(_)), "{throttled}");
+    }
+}
