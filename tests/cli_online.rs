@@ -438,7 +438,9 @@ async fn tokens_are_created_once_listed_revoked_and_audited() {
 /// Creates an API token through the CLI; returns its secret.
 fn create_token(config: &Path, name: &str, role: &str) -> String {
     let out = run(keyward()
-        .args(["token", "create", "--name", name, "--role", role, "--config"])
+        .args([
+            "token", "create", "--name", name, "--role", role, "--config",
+        ])
         .arg(config));
     assert!(out.status.success(), "{}", text(&out.stderr));
     text(&out.stdout).trim().to_string()
@@ -488,9 +490,17 @@ async fn remediation_cli_proposes_refuses_self_approval_lists_shows_and_serve_re
         stderr.contains("--token") && stderr.contains("KEYWARD_TOKEN"),
         "{stderr}"
     );
-    let out = as_token("carol", "kw_not-a-token", &["propose", "--key", &key.key_id]);
+    let out = as_token(
+        "carol",
+        "kw_not-a-token",
+        &["propose", "--key", &key.key_id],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
-    assert!(text(&out.stderr).contains("not valid"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not valid"),
+        "{}",
+        text(&out.stderr)
+    );
     // A viewer may not propose (operator role, as over the API).
     let out = as_token("val", &val, &["propose", "--key", &key.key_id]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
@@ -700,10 +710,19 @@ async fn remediation_cli_rejects_with_a_comment_and_applies_in_apply_mode() {
     // An operator may propose but not decide.
     let out = cli(&ops, &["reject", &rejected, "--comment", "no"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
-    assert!(text(&out.stderr).contains("approver role"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("approver role"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = cli(
         &erin,
-        &["reject", &rejected, "--comment", "the app team migrates first"],
+        &[
+            "reject",
+            &rejected,
+            "--comment",
+            "the app team migrates first",
+        ],
     );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));

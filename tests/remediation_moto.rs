@@ -895,7 +895,10 @@ async fn ticket_is_set_and_cleared_by_patch_and_reaches_webhook_events(db: db::T
 
     // Bad bodies change nothing: the same rules as the findings' PATCH.
     for (what, bad) in [
-        ("unknown field", json!({"ticket": "X-1", "state": "approved"})),
+        (
+            "unknown field",
+            json!({"ticket": "X-1", "state": "approved"}),
+        ),
         ("absent", json!({})),
         ("empty", json!({"ticket": " "})),
         ("too long", json!({"ticket": "T".repeat(201)})),
@@ -910,7 +913,10 @@ async fn ticket_is_set_and_cleared_by_patch_and_reaches_webhook_events(db: db::T
         let (status, body) = patch("ops", missing.to_string(), json!({"ticket": "X-1"})).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{missing}: {body}");
     }
-    assert_eq!(s.service.get(id).await.unwrap().ticket.as_deref(), Some("JIRA-9"));
+    assert_eq!(
+        s.service.get(id).await.unwrap().ticket.as_deref(),
+        Some("JIRA-9")
+    );
 
     // The webhook event of the next transition carries the new ticket.
     assert_eq!(s.approve("alice", id).await.0, StatusCode::OK);
@@ -1171,7 +1177,10 @@ async fn aws_errors_during_propose_say_what_is_missing(db: db::TestDb) {
     let (status, body) = propose(gone.arn.clone()).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(
-        body["detail"].as_str().unwrap().contains("not found in AWS"),
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not found in AWS"),
         "{body}"
     );
 

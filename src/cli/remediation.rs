@@ -37,7 +37,7 @@ async fn authenticate(
 ) -> Result<String, CliError> {
     let secret = secret.map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| {
         CliError::Unauthenticated(format!(
-            "`{command}` needs an API token with the {needed} role: pass --token or set {TOKEN_ENV} (create one with `keyward token create --role {needed}`)"
+            "`{command}` needs an API token with the {needed} role: pass --token or set {TOKEN_ENV} (create one with `keyward token create --name NAME --role {needed}`)"
         ))
     })?;
     let token = store

@@ -11,9 +11,7 @@ use crate::clock::Clock;
 use crate::config::{AccountConfig, RemediationConfig, RemediationMode};
 use crate::policy::Policy;
 use crate::policy::diff::diff;
-use crate::policy::fix::{
-    FixContext, FixOutcome, RefusalKind, check_caller_keeps_access, fix,
-};
+use crate::policy::fix::{FixContext, FixOutcome, RefusalKind, check_caller_keeps_access, fix};
 use crate::policy::matching::session_to_role_arn;
 use crate::policy::rules::{EvalContext, KeyManager, evaluate_policy};
 use crate::store::{
@@ -316,10 +314,7 @@ impl RemediationService {
                 row.key.arn
             )));
         }
-        let text = source
-            .get_key_policy(&row.key.key_id)
-            .await
-            .map_err(aws)?;
+        let text = source.get_key_policy(&row.key.key_id).await.map_err(aws)?;
         let policy = Policy::parse(&text).map_err(|e| {
             RemediationError::Refused(format!("the key policy cannot be read: {}", e.reason))
         })?;
@@ -860,7 +855,10 @@ mod tests {
         let none = refusal(&delegating, &[]);
         assert_eq!(none.kind, RefusalKind::NoAdministrator);
         let hint = refusal_hint(none.kind, ACCOUNT);
-        assert!(hint.contains("key_admins") && hint.contains(ACCOUNT), "{hint}");
+        assert!(
+            hint.contains("key_admins") && hint.contains(ACCOUNT),
+            "{hint}"
+        );
 
         let foreign = refusal(
             &delegating,
@@ -870,7 +868,10 @@ mod tests {
         assert!(refusal_hint(foreign.kind, ACCOUNT).contains("must be an IAM role or user"));
 
         for kind in [RefusalKind::TooLarge, RefusalKind::Other] {
-            assert!(!refusal_hint(kind, ACCOUNT).contains("key_admins"), "{kind:?}");
+            assert!(
+                !refusal_hint(kind, ACCOUNT).contains("key_admins"),
+                "{kind:?}"
+            );
         }
         assert!(refusal_hint(RefusalKind::TooLarge, ACCOUNT).contains("shorten"));
         assert!(refusal_hint(RefusalKind::Caller, ACCOUNT).contains("remediator"));
