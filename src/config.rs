@@ -485,10 +485,14 @@ impl Config {
     }
 }
 
-/// `KEYWARD_*` variables; `KEYWARD_TEST_*` belong to the test suite, not to the configuration.
+/// `KEYWARD_*` variables; `KEYWARD_TEST_*` belong to the test suite and `KEYWARD_TOKEN` to
+/// `keyward remediation` (an API token), not to the configuration.
 fn environment() -> Env {
     Env::prefixed("KEYWARD_")
-        .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+        .filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            !key.starts_with("test_") && key != "token"
+        })
         .split("__")
 }
 
@@ -555,6 +559,7 @@ trusted_accounts = ["444455556666"]
                 ("KEYWARD_LISTEN", "127.0.0.1:7000"),
                 ("KEYWARD_LOG_FORMAT", "json"),
                 ("KEYWARD_TEST_POSTGRES_URL", "postgres://ignored"),
+                ("KEYWARD_TOKEN", "kw_not_configuration"),
             ],
         )
         .unwrap();

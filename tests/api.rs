@@ -1086,6 +1086,7 @@ async fn openapi_document_and_router_agree() {
         "GET /metrics",
         "GET /readyz",
         "PATCH /api/v1/findings/{id}",
+        "PATCH /api/v1/remediations/{id}",
         "POST /api/v1/findings/{id}/waive",
         "POST /api/v1/remediations",
         "POST /api/v1/remediations/{id}/apply",

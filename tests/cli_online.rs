@@ -20,6 +20,7 @@ fn keyward() -> Command {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .env_remove("KEYWARD_DATABASE_URL")
         .env_remove("KEYWARD_LISTEN")
+        .env_remove("KEYWARD_TOKEN")
         .env("RUST_LOG", "warn");
     c
 }
@@ -434,6 +435,17 @@ async fn tokens_are_created_once_listed_revoked_and_audited() {
     );
 }
 
+/// Creates an API token through the CLI; returns its secret.
+fn create_token(config: &Path, name: &str, role: &str) -> String {
+    let out = run(keyward()
+        .args([
+            "token", "create", "--name", name, "--role", role, "--config",
+        ])
+        .arg(config));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remediation_cli_proposes_refuses_self_approval_lists_shows_and_serve_reconciles() {
     let moto = Moto::start();
@@ -449,17 +461,58 @@ async fn remediation_cli_proposes_refuses_self_approval_lists_shows_and_serve_re
     std::fs::write(&config, text_config).unwrap();
     let out = run(keyward().args(["sync", "--once", "--config"]).arg(&config));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let as_user = |user: &str, args: &[&str]| {
+    let carol = create_token(&config, "carol", "approver");
+    let dave = create_token(&config, "dave", "approver");
+    let val = create_token(&config, "val", "viewer");
+    // $USER no longer matters: the token does.
+    let as_token = |user: &str, token: &str, args: &[&str]| {
         run(keyward()
             .env("USER", user)
+            .env("KEYWARD_TOKEN", token)
+            .arg("remediation")
+            .args(args)
+            .arg("--config")
+            .arg(&config))
+    };
+    let without_token = |args: &[&str]| {
+        run(keyward()
             .arg("remediation")
             .args(args)
             .arg("--config")
             .arg(&config))
     };
 
-    let out = as_user(
+    // Changing anything needs a token: none, or one the store does not know, is refused.
+    let out = without_token(&["propose", "--key", &key.key_id]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--token") && stderr.contains("KEYWARD_TOKEN"),
+        "{stderr}"
+    );
+    let out = as_token(
         "carol",
+        "kw_not-a-token",
+        &["propose", "--key", &key.key_id],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("not valid"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A viewer may not propose (operator role, as over the API).
+    let out = as_token("val", &val, &["propose", "--key", &key.key_id]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("\"val\" has role viewer") && stderr.contains("operator role"),
+        "{stderr}"
+    );
+
+    let out = as_token(
+        "carol",
+        &carol,
         &["propose", "--key", &key.key_id, "--ticket", "SEC-9"],
     );
     let stdout = text(&out.stdout);
@@ -470,7 +523,7 @@ async fn remediation_cli_proposes_refuses_self_approval_lists_shows_and_serve_re
         text(&out.stderr)
     );
     assert!(stdout.contains("pending_approval"), "{stdout}");
-    assert!(stdout.contains("requester:  cli:carol"), "{stdout}");
+    assert!(stdout.contains("requester:  carol"), "{stdout}");
     assert!(stdout.contains("KMS-DELEGATION"), "{stdout}");
     let id: String = stdout
         .strip_prefix("remediation ")
@@ -478,37 +531,48 @@ async fn remediation_cli_proposes_refuses_self_approval_lists_shows_and_serve_re
         .expect("remediation id")
         .to_string();
 
-    // The CLI acts as cli:$USER: the requester cannot approve their own proposal.
-    let out = as_user("carol", &["approve", &id]);
+    // The requester cannot approve their own proposal, whatever $USER says.
+    let out = as_token("dave", &carol, &["approve", &id]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("cli:carol requested remediation") && stderr.contains("can never approve"),
+        stderr.contains("carol requested remediation") && stderr.contains("can never approve"),
         "{stderr}"
     );
+    // Approving needs the approver role; a viewer token is refused before anything else.
+    let out = as_token("dave", &val, &["approve", &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("approver role"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let out = as_user("carol", &["list"]);
+    // Reading needs no token.
+    let out = without_token(&["list"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         stdout.contains(&format!(
-            "{id}\tpending_approval\t{}\tcli:carol\tSEC-9",
+            "{id}\tpending_approval\t{}\tcarol\tSEC-9",
             key.arn
         )),
         "{stdout}"
     );
     assert!(stdout.contains("1 remediations"), "{stdout}");
 
-    let out = as_user("dave", &["approve", &id, "--comment", "ok"]);
+    // --token works as well as the environment variable.
+    let out = without_token(&["approve", &id, "--comment", "ok", "--token", &dave]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = as_user("dave", &["show", &id]);
+    let out = without_token(&["show", &id]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         stdout.contains(&format!("remediation {id}: approved")),
         "{stdout}"
     );
-    assert!(stdout.contains("approvals:  cli:dave"), "{stdout}");
+    assert!(stdout.contains("approvals:  dave"), "{stdout}");
+    let as_user = |user: &str, args: &[&str]| as_token(user, &dave, args);
 
     // The default mode is propose-only: apply is refused with the setting to change.
     let out = as_user("dave", &["apply", &id]);
@@ -537,7 +601,7 @@ async fn remediation_cli_proposes_refuses_self_approval_lists_shows_and_serve_re
                 now,
                 &keyward::store::NewAuditEvent {
                     at: now,
-                    actor: "cli:dave".into(),
+                    actor: "dave".into(),
                     action: "remediation.applying".into(),
                     target: key.arn.clone(),
                     detail: "{}".into(),
@@ -599,4 +663,139 @@ async fn remediation_cli_proposes_refuses_self_approval_lists_shows_and_serve_re
         "{}",
         text(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remediation_cli_rejects_with_a_comment_and_applies_in_apply_mode() {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let declined = seed_key(&kms, &default_policy(&account), "declined").await;
+    let fixed = seed_key(&kms, &default_policy(&account), "fixed").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        moto,
+        &[(&account, &account)],
+        "[remediation]\nmode = \"apply\"",
+    );
+    let mut text_config = std::fs::read_to_string(&config).unwrap();
+    text_config.push_str(&format!(
+        "key_admins = [\"arn:aws:iam::{account}:role/KMSAdmin\"]\n"
+    ));
+    std::fs::write(&config, text_config).unwrap();
+    let out = run(keyward().args(["sync", "--once", "--config"]).arg(&config));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ops = create_token(&config, "ops", "operator");
+    let erin = create_token(&config, "erin", "approver");
+    let cli = |token: &str, args: &[&str]| {
+        run(keyward()
+            .env("KEYWARD_TOKEN", token)
+            .arg("remediation")
+            .args(args)
+            .arg("--config")
+            .arg(&config))
+    };
+    let propose = |key: &str| {
+        let out = cli(&ops, &["propose", "--key", key]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        stdout
+            .strip_prefix("remediation ")
+            .and_then(|s| s.split(':').next())
+            .expect("remediation id")
+            .to_string()
+    };
+
+    // Reject, with the required comment, recorded with the approver's token name.
+    let rejected = propose(&declined.key_id);
+    // An operator may propose but not decide.
+    let out = cli(&ops, &["reject", &rejected, "--comment", "no"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("approver role"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(
+        &erin,
+        &[
+            "reject",
+            &rejected,
+            "--comment",
+            "the app team migrates first",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("remediation {rejected}: rejected")),
+        "{stdout}"
+    );
+    let store = keyward::store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("keyward.db").display()
+    ))
+    .await
+    .unwrap();
+    let (audit, _) = store.list_audit(None, 100).await.unwrap();
+    let rejection = audit
+        .iter()
+        .find(|a| a.action == "remediation.rejected")
+        .expect("rejection audited");
+    assert_eq!(rejection.actor, "erin");
+    assert!(
+        rejection.detail.contains("the app team migrates first"),
+        "{}",
+        rejection.detail
+    );
+    // Nothing was written to the declined key.
+    let policy = |key_id: String| {
+        let kms = kms.clone();
+        async move {
+            kms.get_key_policy()
+                .key_id(key_id)
+                .policy_name("default")
+                .send()
+                .await
+                .unwrap()
+                .policy()
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert!(keyward::remediation::same_policy(
+        &policy(declined.key_id.clone()).await,
+        &default_policy(&account)
+    ));
+
+    // Approve and apply through the CLI: the policy in AWS becomes the proposal.
+    let applied = propose(&fixed.key_id);
+    let out = cli(&erin, &["approve", &applied]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = cli(&erin, &["apply", &applied]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("remediation {applied}: applied")),
+        "{stdout}"
+    );
+    let row = store
+        .get_remediation(applied.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, "applied");
+    let now = policy(fixed.key_id.clone()).await;
+    assert!(
+        keyward::remediation::same_policy(&now, &row.proposed_policy),
+        "{now}"
+    );
+    assert!(!keyward::remediation::same_policy(
+        &now,
+        &default_policy(&account)
+    ));
+    // Applied once: a second apply is refused.
+    let out = cli(&erin, &["apply", &applied]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
 }

@@ -840,6 +840,10 @@ async fn pending_deletion_and_engine_refusals_say_what_to_do(db: db::TestDb) {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("32768"), "{body}");
+    // the hint fits the reason: shorten the policy, not configure administrators
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("too large"), "{body}");
+    assert!(!detail.contains("key_admins"), "{body}");
     let (_, list) = s
         .call(
             reqwest::Method::GET,
@@ -1020,7 +1024,332 @@ on_both_databases![
     effective_access_and_fix_impact_match_reality,
     in_flight_apply_survives_reconcile_and_a_dropped_caller,
     unconfigured_account_is_never_written_or_reconciled,
+    ticket_is_set_and_cleared_by_patch_and_reaches_webhook_events,
+    retry_after_apply_returns_the_original_proposal,
+    concurrent_proposals_with_one_idempotency_key_store_one,
+    no_key_admins_refusal_names_key_admins,
+    aws_errors_during_propose_say_what_is_missing,
 ];
+
+// ---- ticket references, idempotent retries, refusal hints and AWS errors during propose ----
+
+async fn ticket_is_set_and_cleared_by_patch_and_reaches_webhook_events(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let s = &s;
+    let key = s.key(&default_policy(&s.account)).await;
+    let id = s.propose("ops", &key.key_id).await;
+    let path = format!("/api/v1/remediations/{id}");
+    let patch = |who: &'static str, path: String, body: Value| async move {
+        s.call(reqwest::Method::PATCH, who, &path, Some(body), None)
+            .await
+    };
+
+    let (status, body) = patch("viewer", path.clone(), json!({"ticket": "JIRA-9"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = patch("ops", path.clone(), json!({"ticket": "  JIRA-9 "})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ticket"], "JIRA-9");
+    assert_eq!(body["state"], "pending_approval");
+    let (_, detail) = s
+        .call(reqwest::Method::GET, "viewer", &path, None, None)
+        .await;
+    assert_eq!(detail["ticket"], "JIRA-9");
+
+    // Bad bodies change nothing: the same rules as the findings' PATCH.
+    for (what, bad) in [
+        (
+            "unknown field",
+            json!({"ticket": "X-1", "state": "approved"}),
+        ),
+        ("absent", json!({})),
+        ("empty", json!({"ticket": " "})),
+        ("too long", json!({"ticket": "T".repeat(201)})),
+        ("control character", json!({"ticket": "A\u{7}1"})),
+        ("wrong type", json!({"ticket": 7})),
+    ] {
+        let (status, body) = patch("ops", path.clone(), bad).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
+        assert_eq!(body["status"], 422, "{what}: {body}");
+    }
+    for missing in ["/api/v1/remediations/424242", "/api/v1/remediations/x"] {
+        let (status, body) = patch("ops", missing.to_string(), json!({"ticket": "X-1"})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{missing}: {body}");
+    }
+    assert_eq!(
+        s.service.get(id).await.unwrap().ticket.as_deref(),
+        Some("JIRA-9")
+    );
+
+    // The webhook event of the next transition carries the new ticket.
+    assert_eq!(s.approve("alice", id).await.0, StatusCode::OK);
+    let outbox = s.service.store.outbox_events(None, 1000).await.unwrap();
+    let approved = outbox
+        .iter()
+        .find(|e| e.event == "remediation.approved")
+        .expect("remediation.approved event");
+    let payload: Value = serde_json::from_str(&approved.payload).unwrap();
+    assert_eq!(payload["ticket"], "JIRA-9", "{payload}");
+    assert_eq!(payload["id"], id);
+
+    // null clears it, in any state.
+    let (status, body) = patch("ops", path.clone(), json!({"ticket": null})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ticket"], Value::Null);
+    assert_eq!(body["state"], "approved");
+
+    // Every change is audited with the token's name, the old and the new reference.
+    let (audit, _) = s.service.store.list_audit(None, 100).await.unwrap();
+    let set: Vec<Value> = audit
+        .iter()
+        .filter(|a| a.action == "remediation.ticket_set")
+        .inspect(|a| {
+            assert_eq!(a.actor, "ops");
+            assert_eq!(a.target, key.arn);
+        })
+        .map(|a| serde_json::from_str(&a.detail).unwrap())
+        .collect();
+    assert_eq!(set.len(), 2, "{audit:?}");
+    // newest first
+    assert_eq!(set[0]["ticket"], Value::Null);
+    assert_eq!(set[0]["previous"], "JIRA-9");
+    assert_eq!(set[1]["ticket"], "JIRA-9");
+    assert_eq!(set[1]["previous"], "SEC-7");
+    assert_eq!(set[1]["remediation"], id);
+}
+
+async fn retry_after_apply_returns_the_original_proposal(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let s = &s;
+    let key = s.key(&default_policy(&s.account)).await;
+    let propose = |idempotency_key: Option<&'static str>, key: String| async move {
+        s.call(
+            reqwest::Method::POST,
+            "ops",
+            "/api/v1/remediations",
+            Some(json!({"key": key})),
+            idempotency_key,
+        )
+        .await
+    };
+    let (status, first) = propose(Some("retry-after-apply"), key.key_id.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let id = first["id"].as_i64().unwrap();
+    assert_eq!(s.approve("alice", id).await.0, StatusCode::OK);
+    let (status, applied) = s.apply("bob", id).await;
+    assert_eq!(applied["state"], "applied", "{status} {applied}");
+
+    // The client lost the first answer and retries: it gets the proposal it made, now applied,
+    // not "nothing to fix" for the policy that proposal wrote (also when naming the key by ARN).
+    for name in [key.key_id.clone(), key.arn.clone()] {
+        let (status, again) = propose(Some("retry-after-apply"), name).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["id"], id);
+        assert_eq!(again["state"], "applied");
+    }
+    // Without the idempotency key the same request is a new proposal, refused: nothing to fix.
+    let (status, body) = propose(None, key.key_id.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("nothing to fix"),
+        "{body}"
+    );
+    // The same idempotency key for another key is refused rather than answered with the first.
+    let other = s.key(&default_policy(&s.account)).await;
+    let (status, body) = propose(Some("retry-after-apply"), other.key_id.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("Idempotency-Key"),
+        "{body}"
+    );
+    let (_, total) = s.service.store.list_remediations(None, 10).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(s.puts(), 1);
+}
+
+async fn concurrent_proposals_with_one_idempotency_key_store_one(db: db::TestDb) {
+    let replica = db.replica().await;
+    let s = Server::start(db, RemediationMode::ProposeOnly).await;
+    let key = s.key(&default_policy(&s.account)).await;
+
+    // Over HTTP: two requests with one Idempotency-Key at once get one proposal.
+    let propose = || {
+        s.call(
+            reqwest::Method::POST,
+            "ops",
+            "/api/v1/remediations",
+            Some(json!({"key": key.key_id})),
+            Some("twice-at-once"),
+        )
+    };
+    let ((a_status, a), (b_status, b)) = tokio::join!(propose(), propose());
+    let mut statuses = [a_status, b_status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CREATED], "{a} {b}");
+    assert_eq!(a["id"], b["id"]);
+
+    // At the store, from two replicas' pools, many times: the loser of the insert race gets the
+    // winner's row, never a conflict.
+    let template = s.service.get(a["id"].as_i64().unwrap()).await.unwrap();
+    for round in 0..20 {
+        let now = chrono::Utc::now();
+        let new = keyward::store::NewRemediation {
+            key_arn: template.key_arn.clone(),
+            account_id: template.account_id.clone(),
+            region: template.region.clone(),
+            requester: "ops".into(),
+            ticket: None,
+            comment: None,
+            base_policy: template.base_policy.clone(),
+            base_sha256: template.base_sha256.clone(),
+            proposed_policy: template.proposed_policy.clone(),
+            proposed_sha256: template.proposed_sha256.clone(),
+            diff: template.diff.to_string(),
+            resolves: template.resolves.clone(),
+            remaining: template.remaining.clone(),
+            created_at: now,
+            expires_at: now + chrono::TimeDelta::days(7),
+            rollback_of: None,
+            impact: None,
+            idempotency_key: Some(format!("ops:race-{round}")),
+        };
+        let audit = NewAuditEvent {
+            at: now,
+            actor: "ops".into(),
+            action: "remediation.requested".into(),
+            target: template.key_arn.clone(),
+            detail: "{}".into(),
+        };
+        let (one, two) = tokio::join!(
+            s.service.store.create_remediation(&new, &audit),
+            replica.create_remediation(&new, &audit)
+        );
+        let (one, two) = (
+            one.unwrap_or_else(|e| panic!("round {round}: {e}")),
+            two.unwrap_or_else(|e| panic!("round {round}: {e}")),
+        );
+        assert_eq!(one.0.id, two.0.id, "round {round}");
+        assert!(one.1 != two.1, "round {round}: exactly one created it");
+    }
+    let (_, total) = s.service.store.list_remediations(None, 10).await.unwrap();
+    assert_eq!(total, 21);
+}
+
+/// Serves the API of `s`'s store and AWS with a remediation service for `accounts`, on a port
+/// of its own; returns its base URL.
+async fn serve_with_accounts(s: &Server, accounts: Vec<AccountConfig>) -> String {
+    let metrics = Arc::new(Metrics::new());
+    let service = Arc::new(RemediationService {
+        store: s.service.store.clone(),
+        connector: s.service.connector.clone(),
+        writers: s.service.writers.clone(),
+        clock: Arc::new(SystemClock),
+        config: RemediationConfig::default(),
+        accounts,
+        after_apply: None,
+    });
+    let app = build_app(AppState {
+        store: s.service.store.clone(),
+        metrics,
+        clock: Arc::new(SystemClock),
+        sync: None,
+        remediation: Some(service),
+        metrics_public: true,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(listener, app, std::future::pending()));
+    base
+}
+
+async fn no_key_admins_refusal_names_key_admins(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    // The AWS default policy delegates everything to IAM and names no administrator: the fix
+    // needs one, and this account configures none.
+    let key = s.key(&default_policy(&s.account)).await;
+    let base = serve_with_accounts(
+        &s,
+        vec![AccountConfig {
+            id: s.account.clone(),
+            role_arn: Some(Moto::role_arn(&s.account)),
+            regions: vec![REGION.to_string()],
+            key_admins: vec![],
+            ..AccountConfig::default()
+        }],
+    )
+    .await;
+    let r = s
+        .http
+        .post(format!("{base}/api/v1/remediations"))
+        .bearer_auth("secret-ops")
+        .json(&json!({"key": key.key_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = r.json().await.unwrap();
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("key_admins"), "{body}");
+    assert!(detail.contains(&s.account), "{body}");
+    assert!(!detail.contains("too large"), "{body}");
+    let (_, total) = s.service.store.list_remediations(None, 10).await.unwrap();
+    assert_eq!(total, 0);
+}
+
+async fn aws_errors_during_propose_say_what_is_missing(db: db::TestDb) {
+    let s = Server::start(db, RemediationMode::Apply).await;
+    let s = &s;
+    let propose = |key: String| async move {
+        s.post("ops", "/api/v1/remediations", Some(json!({"key": key})))
+            .await
+    };
+
+    // A denied GetKeyPolicy is a refusal naming the permission, not an outage.
+    let denied = s.key(&default_policy(&s.account)).await;
+    s.faults
+        .lock()
+        .unwrap()
+        .denied_policies
+        .insert(denied.key_id.clone());
+    let (status, body) = propose(denied.key_id.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("kms:GetKeyPolicy"), "{body}");
+    assert!(detail.contains(&Moto::role_arn(&s.account)), "{body}");
+
+    // Throttled beyond the retries: still 503, worth retrying.
+    let throttled = s.key(&default_policy(&s.account)).await;
+    s.faults
+        .lock()
+        .unwrap()
+        .failing_keys
+        .insert(throttled.key_id.clone());
+    let (status, body) = propose(throttled.key_id.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    // A key AWS no longer knows (the store still lists it): 404.
+    let gone = s.key(&default_policy(&s.account)).await;
+    let changed = s
+        ._db
+        .execute(&format!(
+            "UPDATE keys SET key_id = '00000000-0000-4000-8000-000000000000' WHERE arn = '{}'",
+            gone.arn
+        ))
+        .await;
+    assert_eq!(changed, 1);
+    let (status, body) = propose(gone.arn.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not found in AWS"),
+        "{body}"
+    );
+
+    let (_, total) = s.service.store.list_remediations(None, 10).await.unwrap();
+    assert_eq!(total, 0);
+    assert_eq!(s.puts(), 0);
+}
 
 // ---- effective access and the impact of the fix ----
 

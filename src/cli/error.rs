@@ -65,6 +65,19 @@ pub enum CliError {
     /// A sync pass could not start.
     #[error("{0}")]
     Sync(String),
+    /// A command that acts as someone got no API token, or one the store does not accept.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The API token's role is below what the command needs.
+    #[error(
+        "token {name:?} has role {has}; `{command}` needs the {needed} role or higher (as over the API)"
+    )]
+    RoleTooLow {
+        name: String,
+        has: String,
+        needed: String,
+        command: &'static str,
+    },
     /// An output file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
@@ -89,6 +102,8 @@ impl CliError {
             | Self::Store(_)
             | Self::Aws(_)
             | Self::Sync(_)
+            | Self::Unauthenticated(_)
+            | Self::RoleTooLow { .. }
             | Self::Write { .. } => Exit::Usage,
             Self::Refused { .. } => Exit::Refused,
         }

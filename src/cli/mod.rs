@@ -59,9 +59,11 @@ pub enum Command {
     ///
     /// Exit status: 0 intact, 1 broken, 2 configuration or database error.
     Audit(AuditArgs),
-    /// Propose, approve, reject and apply key policy remediations (actor `cli:$USER`).
+    /// Propose, approve, reject and apply key policy remediations, as the API token given with
+    /// --token or KEYWARD_TOKEN (list and show need none).
     ///
-    /// Exit status: 0 done, 1 apply ended stale or failed, 2 refused, forbidden or an error.
+    /// Exit status: 0 done, 1 apply ended stale or failed, 2 refused, forbidden, no valid token
+    /// or an error.
     Remediation(RemediationArgs),
 }
 
@@ -73,6 +75,10 @@ pub struct RemediationArgs {
     /// Configuration file [default: ./keyward.toml when present].
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+    /// API token to act as (propose: operator; approve, reject, apply: approver) [default: the
+    /// KEYWARD_TOKEN environment variable, which keeps it out of the process list].
+    #[arg(long, value_name = "TOKEN", global = true)]
+    pub token: Option<String>,
 }
 
 /// `keyward remediation` subcommands.

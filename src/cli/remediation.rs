@@ -1,21 +1,68 @@
 //! `keyward remediation`: the approval-gated remediation workflow for people without the
-//! dashboard, through the same service as the API. The actor is `cli:$USER`.
+//! dashboard, through the same service as the API. The subcommands that change something act
+//! as an API token, with the API's roles, so the requester rule holds here as over HTTP.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use super::{CliError, Exit, RemediationArgs, RemediationCommand, runtime};
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::metrics::Metrics;
 use crate::remediation::{Proposal, RemediationError, RemediationService, SyncAfterApply};
-use crate::store::RemediationRow;
+use crate::store::{RemediationRow, Store};
+use crate::web::auth::{Role, token_hash};
 
-/// The actor the CLI acts as: `cli:` and the login name.
-pub fn actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_string());
-    format!("cli:{user}")
+/// The environment variable read when `--token` is not given.
+pub const TOKEN_ENV: &str = "KEYWARD_TOKEN";
+
+/// The role a subcommand needs (the API endpoint's), and its name for messages; `None` for the
+/// read-only ones, which need no token: whoever runs them can read the database anyway.
+fn needed_role(command: &RemediationCommand) -> Option<(Role, &'static str)> {
+    match command {
+        RemediationCommand::List | RemediationCommand::Show { .. } => None,
+        RemediationCommand::Propose { .. } => Some((Role::Operator, "remediation propose")),
+        RemediationCommand::Approve { .. } => Some((Role::Approver, "remediation approve")),
+        RemediationCommand::Reject { .. } => Some((Role::Approver, "remediation reject")),
+        RemediationCommand::Apply { .. } => Some((Role::Approver, "remediation apply")),
+    }
+}
+
+/// The name of the token `secret` if the store accepts it with at least `needed`: the actor,
+/// exactly as the API would record it.
+async fn authenticate(
+    store: &dyn Store,
+    secret: Option<&str>,
+    needed: Role,
+    command: &'static str,
+) -> Result<String, CliError> {
+    let secret = secret.map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| {
+        CliError::Unauthenticated(format!(
+            "`{command}` needs an API token with the {needed} role: pass --token or set {TOKEN_ENV} (create one with `keyward token create --name NAME --role {needed}`)"
+        ))
+    })?;
+    let token = store
+        .authenticate(&token_hash(secret), SystemClock.now())
+        .await
+        .map_err(|e| CliError::Store(e.to_string()))?
+        .ok_or_else(|| {
+            CliError::Unauthenticated(
+                "the API token is not valid (unknown or revoked); check --token or KEYWARD_TOKEN"
+                    .to_string(),
+            )
+        })?;
+    let role: Role = token
+        .role
+        .parse()
+        .map_err(|e: String| CliError::Store(format!("token {}: {e}", token.name)))?;
+    if role < needed {
+        return Err(CliError::RoleTooLow {
+            name: token.name,
+            has: role.to_string(),
+            needed: needed.to_string(),
+            command,
+        });
+    }
+    Ok(token.name)
 }
 
 fn cli_error(e: RemediationError) -> CliError {
@@ -33,6 +80,15 @@ pub fn run(args: &RemediationArgs, out: &mut dyn Write) -> Result<Exit, CliError
     let rt = runtime::runtime()?;
     rt.block_on(async {
         let store = runtime::open_store(&config).await?;
+        // Before anything reaches AWS: a refused caller costs nothing.
+        let who = match needed_role(&args.command) {
+            None => String::new(),
+            Some((needed, command)) => {
+                let env = std::env::var(TOKEN_ENV).ok();
+                let secret = args.token.as_deref().or(env.as_deref());
+                authenticate(store.as_ref(), secret, needed, command).await?
+            }
+        };
         let metrics = Arc::new(Metrics::new());
         let (sync, connector) = runtime::sync_service(&config, store.clone(), metrics.clone());
         // Only an apply re-evaluates the key afterwards, which needs the accounts to sync.
@@ -55,7 +111,6 @@ pub fn run(args: &RemediationArgs, out: &mut dyn Write) -> Result<Exit, CliError
             accounts: config.accounts.clone(),
             after_apply,
         };
-        let who = actor();
         match &args.command {
             RemediationCommand::List => {
                 let mut before = None;

@@ -94,11 +94,35 @@ pub enum FixOutcome {
 #[error("{reason}")]
 pub struct FixRefused {
     pub reason: String,
+    /// What the refusal is about, so callers can say what to change.
+    pub kind: RefusalKind,
+}
+
+/// The kinds of [`FixRefused`]: each asks for a different remedy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// No administrator would remain and none is configured.
+    NoAdministrator,
+    /// A configured key administrator is not an IAM role or user of the key's account.
+    InvalidAdministrator,
+    /// Keyward's auditor would lose read access.
+    Auditor,
+    /// The principal that applies the policy would lose `kms:PutKeyPolicy`.
+    Caller,
+    /// The fixed policy would exceed the key policy size limit.
+    TooLarge,
+    /// Anything else (an invalid account id, an internal check).
+    Other,
 }
 
 fn refuse(reason: impl Into<String>) -> FixRefused {
+    refuse_as(RefusalKind::Other, reason)
+}
+
+fn refuse_as(kind: RefusalKind, reason: impl Into<String>) -> FixRefused {
     FixRefused {
         reason: reason.into(),
+        kind,
     }
 }
 
@@ -120,9 +144,12 @@ pub fn fix(policy: &Policy, ctx: &FixContext<'_>) -> Result<FixOutcome, FixRefus
             if is_iam_identity_of(&role, account) {
                 Ok(role)
             } else {
-                Err(refuse(format!(
-                    "key administrator {a:?} is not an IAM role or user of account {account}"
-                )))
+                Err(refuse_as(
+                    RefusalKind::InvalidAdministrator,
+                    format!(
+                        "key administrator {a:?} is not an IAM role or user of account {account}"
+                    ),
+                ))
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -178,9 +205,12 @@ pub fn fix(policy: &Policy, ctx: &FixContext<'_>) -> Result<FixOutcome, FixRefus
     let staged = reparse(policy, &statements)?;
     if super::rules::administrators(&staged, account).is_empty() {
         if admins.is_empty() {
-            return Err(refuse(format!(
-                "no IAM role or user of account {account} would be allowed kms:PutKeyPolicy once IAM delegation is removed; configure key administrators (key_admins, or --admin ARN) so the fix can name them"
-            )));
+            return Err(refuse_as(
+                RefusalKind::NoAdministrator,
+                format!(
+                    "no IAM role or user of account {account} would be allowed kms:PutKeyPolicy once IAM delegation is removed; configure key administrators (key_admins, or --admin ARN) so the fix can name them"
+                ),
+            ));
         }
         let sid = unique_sid(ADMIN_SID, &mut sids, None);
         add(
@@ -236,10 +266,13 @@ pub fn fix(policy: &Policy, ctx: &FixContext<'_>) -> Result<FixOutcome, FixRefus
     )?;
     let text = fixed.to_pretty();
     if text.len() > MAX_POLICY_BYTES {
-        return Err(refuse(format!(
-            "the fixed policy would be {} bytes, over the {MAX_POLICY_BYTES}-byte key policy limit",
-            text.len()
-        )));
+        return Err(refuse_as(
+            RefusalKind::TooLarge,
+            format!(
+                "the fixed policy would be {} bytes, over the {MAX_POLICY_BYTES}-byte key policy limit",
+                text.len()
+            ),
+        ));
     }
     Ok(FixOutcome::Fixed(Fixed {
         policy: fixed,
@@ -468,9 +501,12 @@ fn check_safety(
         )));
     }
     if super::rules::administrators(after, account).is_empty() {
-        return Err(refuse(format!(
-            "the fixed policy would leave no IAM role or user of account {account} with kms:PutKeyPolicy"
-        )));
+        return Err(refuse_as(
+            RefusalKind::NoAdministrator,
+            format!(
+                "the fixed policy would leave no IAM role or user of account {account} with kms:PutKeyPolicy"
+            ),
+        ));
     }
     if root_has_access(before, account) && !root_has_access(after, account) {
         return Err(refuse(
@@ -481,17 +517,21 @@ fn check_safety(
         && !is_account_principal(auditor, account)
         && !explicitly_allowed(after, auditor, &AUDITOR_ACTIONS)
     {
-        return Err(refuse(format!(
-            "the auditor {auditor} would lose read access"
-        )));
+        return Err(refuse_as(
+            RefusalKind::Auditor,
+            format!("the auditor {auditor} would lose read access"),
+        ));
     }
     if let Some(caller) = caller
         && !is_account_principal(caller, account)
         && !explicitly_allowed(after, caller, &["kms:PutKeyPolicy"])
     {
-        return Err(refuse(format!(
-            "{caller} would lose kms:PutKeyPolicy; AWS refuses a policy that locks its caller out"
-        )));
+        return Err(refuse_as(
+            RefusalKind::Caller,
+            format!(
+                "{caller} would lose kms:PutKeyPolicy; AWS refuses a policy that locks its caller out"
+            ),
+        ));
     }
     Ok(())
 }
@@ -518,9 +558,12 @@ pub fn check_caller_keeps_access(
     if delegated && is_iam_identity_of(&caller, account) {
         return Ok(());
     }
-    Err(refuse(format!(
-        "{caller} would lose kms:PutKeyPolicy; AWS refuses a policy that locks its caller out, so Keyward refuses it first (name the role in the policy or configure [[accounts]] remediator)"
-    )))
+    Err(refuse_as(
+        RefusalKind::Caller,
+        format!(
+            "{caller} would lose kms:PutKeyPolicy; AWS refuses a policy that locks its caller out, so Keyward refuses it first (name the role in the policy or configure [[accounts]] remediator)"
+        ),
+    ))
 }
 
 #[cfg(test)]

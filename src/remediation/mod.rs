@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::config::{AccountConfig, RemediationConfig, RemediationMode};
 use crate::policy::Policy;
 use crate::policy::diff::diff;
-use crate::policy::fix::{FixContext, FixOutcome, check_caller_keeps_access, fix};
+use crate::policy::fix::{FixContext, FixOutcome, RefusalKind, check_caller_keeps_access, fix};
 use crate::policy::matching::session_to_role_arn;
 use crate::policy::rules::{EvalContext, KeyManager, evaluate_policy};
 use crate::store::{
@@ -295,6 +295,54 @@ fn canonical_policy(v: serde_json::Value) -> serde_json::Value {
     )
 }
 
+/// What to change after the engine refused a fix, by the kind of refusal.
+fn refusal_hint(kind: RefusalKind, account: &str) -> String {
+    match kind {
+        RefusalKind::NoAdministrator => format!(
+            "Configure key_admins (IAM roles or users that administer keys) for account {account} in the [[accounts]] entry of keyward.toml, then propose again"
+        ),
+        RefusalKind::InvalidAdministrator => format!(
+            "Correct key_admins for account {account} in keyward.toml: every entry must be an IAM role or user ARN of that account"
+        ),
+        RefusalKind::Auditor => format!(
+            "Check auditor for account {account} in keyward.toml: it must be the IAM role Keyward reads keys with"
+        ),
+        RefusalKind::Caller => format!(
+            "Configure remediator for account {account} in keyward.toml (the IAM role Keyward applies policies as), or name that role in the key policy with kms:PutKeyPolicy"
+        ),
+        RefusalKind::TooLarge => "The policy is too large: shorten it (merge statements, drop unused principals) so the fix fits, then propose again".to_string(),
+        RefusalKind::Other => "Nothing in keyward.toml changes this; review the key policy".to_string(),
+    }
+}
+
+/// An AWS error while proposing, for the caller: a missing permission or a vanished key is
+/// not a transient outage (403 stays reserved for the caller's own role, so a denial is a
+/// refusal: 422). Throttling and transport errors stay [`RemediationError::Aws`] (503).
+fn propose_aws_error(e: AwsError, key_arn: &str, account: &AccountConfig) -> RemediationError {
+    match e {
+        AwsError::AccessDenied { operation, message } => {
+            let who = account.role_arn.as_deref().map_or_else(
+                || "Keyward's default credentials".to_string(),
+                |r| format!("the role {r}"),
+            );
+            let permission = match operation {
+                "GetCallerIdentity" | "AssumeRole" => format!(
+                    "sts:AssumeRole on the account's role_arn (and its external_id), so that the credentials act in account {}",
+                    account.id
+                ),
+                op => format!("kms:{op} on {key_arn}"),
+            };
+            RemediationError::Refused(format!(
+                "AWS denied {operation} to {who}: {message}. Grant {permission} (in its IAM policy and the key policy), then propose again"
+            ))
+        }
+        AwsError::NotFound { operation, message } => RemediationError::NotFound(format!(
+            "{key_arn} was not found in AWS ({operation}: {message}); it may have been deleted. Run a sync"
+        )),
+        other => RemediationError::Aws(other),
+    }
+}
+
 impl RemediationService {
     /// The account as configured; `None` when it is no longer in the configuration. Writing
     /// or reconciling then refuses rather than falling back to the default credentials, which
@@ -356,16 +404,25 @@ impl RemediationService {
             .await?)
     }
 
-    /// Proposes the engine's fix for a key, read fresh from AWS.
+    /// Proposes the engine's fix for a key, read fresh from AWS. A proposal already stored
+    /// under the idempotency key is returned (with `false`) before AWS is asked anything, so a
+    /// retry after that proposal was applied still gets it rather than "nothing to fix".
     pub async fn propose(
         &self,
         proposal: &Proposal,
         requester: &str,
     ) -> RemediationResult<(RemediationRow, bool)> {
+        if let Some(existing) = self.idempotent_replay(proposal).await? {
+            return Ok((existing, false));
+        }
         let row = self.key(&proposal.key).await?;
         let account = self.account(&row.key.account_id);
-        let source = self.source(&row).await?;
-        let meta = source.describe_key(&row.key.key_id).await?;
+        let aws = |e: AwsError| propose_aws_error(e, &row.key.arn, &account);
+        let source = self.source(&row).await.map_err(|e| match e {
+            RemediationError::Aws(e) => aws(e),
+            other => other,
+        })?;
+        let meta = source.describe_key(&row.key.key_id).await.map_err(aws)?;
         if meta.key_manager == "AWS" {
             return Err(RemediationError::Refused(format!(
                 "{} is an AWS-managed key: AWS owns its policy, which cannot be changed",
@@ -378,11 +435,17 @@ impl RemediationService {
                 row.key.arn
             )));
         }
-        let text = source.get_key_policy(&row.key.key_id).await?;
+        let text = source.get_key_policy(&row.key.key_id).await.map_err(aws)?;
         let policy = Policy::parse(&text).map_err(|e| {
             RemediationError::Refused(format!("the key policy cannot be read: {}", e.reason))
         })?;
-        let applier = self.applier(&account, &row.key.region).await?;
+        let applier = self
+            .applier(&account, &row.key.region)
+            .await
+            .map_err(|e| match e {
+                RemediationError::Aws(e) => aws(e),
+                other => other,
+            })?;
         let outcome = fix(
             &policy,
             &FixContext {
@@ -394,8 +457,9 @@ impl RemediationService {
         )
         .map_err(|r| {
             RemediationError::Refused(format!(
-                "the fix was refused: {}. Configure [[accounts]] key_admins (and auditor, remediator) for account {} in keyward.toml",
-                r.reason, row.key.account_id
+                "the fix was refused: {}. {}",
+                r.reason,
+                refusal_hint(r.kind, &row.key.account_id)
             ))
         })?;
         let fixed = match outcome {
@@ -440,6 +504,38 @@ impl RemediationService {
             idempotency_key: proposal.idempotency_key.clone(),
         };
         self.create(&new, requester).await
+    }
+
+    /// The remediation an earlier request with the same idempotency key created, if it was
+    /// for the same key; a different key under the same idempotency key is refused.
+    async fn idempotent_replay(
+        &self,
+        proposal: &Proposal,
+    ) -> RemediationResult<Option<RemediationRow>> {
+        let Some(idempotency_key) = &proposal.idempotency_key else {
+            return Ok(None);
+        };
+        let Some(existing) = self
+            .store
+            .remediation_by_idempotency_key(idempotency_key)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let same_key = proposal.key == existing.key_arn
+            || self
+                .store
+                .find_keys(&proposal.key)
+                .await?
+                .iter()
+                .any(|k| k.key.arn == existing.key_arn);
+        if !same_key {
+            return Err(RemediationError::Refused(format!(
+                "this Idempotency-Key was used for remediation {} of {}; use a new key for another key",
+                existing.id, existing.key_arn
+            )));
+        }
+        Ok(Some(existing))
     }
 
     /// The access impact of replacing `base` with `proposed`, as JSON text; `None` (with a
@@ -935,7 +1031,97 @@ impl RemediationService {
 
 #[cfg(test)]
 mod tests {
-    use super::same_policy;
+    use super::*;
+    use crate::policy::fix::{FixContext, fix};
+
+    const ACCOUNT: &str = "111122223333";
+
+    fn refusal(policy: &str, key_admins: &[String]) -> crate::policy::fix::FixRefused {
+        let policy = Policy::parse(policy).unwrap();
+        fix(
+            &policy,
+            &FixContext {
+                account_id: ACCOUNT,
+                key_admins,
+                auditor: None,
+                caller: None,
+            },
+        )
+        .unwrap_err()
+    }
+
+    #[test]
+    fn each_engine_refusal_gets_its_own_hint() {
+        let delegating = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"kms:*","Resource":"*"}}]}}"#
+        );
+        let none = refusal(&delegating, &[]);
+        assert_eq!(none.kind, RefusalKind::NoAdministrator);
+        let hint = refusal_hint(none.kind, ACCOUNT);
+        assert!(
+            hint.contains("key_admins") && hint.contains(ACCOUNT),
+            "{hint}"
+        );
+
+        let foreign = refusal(
+            &delegating,
+            &["arn:aws:iam::444455556666:role/Admin".to_string()],
+        );
+        assert_eq!(foreign.kind, RefusalKind::InvalidAdministrator);
+        assert!(refusal_hint(foreign.kind, ACCOUNT).contains("must be an IAM role or user"));
+
+        for kind in [RefusalKind::TooLarge, RefusalKind::Other] {
+            assert!(
+                !refusal_hint(kind, ACCOUNT).contains("key_admins"),
+                "{kind:?}"
+            );
+        }
+        assert!(refusal_hint(RefusalKind::TooLarge, ACCOUNT).contains("shorten"));
+        assert!(refusal_hint(RefusalKind::Caller, ACCOUNT).contains("remediator"));
+        assert!(refusal_hint(RefusalKind::Auditor, ACCOUNT).contains("auditor"));
+    }
+
+    #[test]
+    fn aws_errors_while_proposing_are_denials_missing_keys_or_outages() {
+        let account = AccountConfig {
+            id: ACCOUNT.into(),
+            role_arn: Some(format!("arn:aws:iam::{ACCOUNT}:role/KeywardAudit")),
+            ..AccountConfig::default()
+        };
+        let arn = format!("arn:aws:kms:us-east-1:{ACCOUNT}:key/k");
+        let denied = propose_aws_error(
+            AwsError::AccessDenied {
+                operation: "DescribeKey",
+                message: "no".into(),
+            },
+            &arn,
+            &account,
+        );
+        assert!(
+            matches!(&denied, RemediationError::Refused(m)
+                if m.contains("kms:DescribeKey") && m.contains("role/KeywardAudit")),
+            "{denied}"
+        );
+        let gone = propose_aws_error(
+            AwsError::NotFound {
+                operation: "DescribeKey",
+                message: "gone".into(),
+            },
+            &arn,
+            &account,
+        );
+        assert!(matches!(gone, RemediationError::NotFound(_)), "{gone}");
+        let throttled = propose_aws_error(
+            AwsError::Service {
+                operation: "GetKeyPolicy",
+                code: "ThrottlingException".into(),
+                message: "slow down".into(),
+            },
+            &arn,
+            &account,
+        );
+        assert!(matches!(throttled, RemediationError::Aws(_)), "{throttled}");
+    }
 
     const APPLIED: &str = r#"{"Version":"2012-10-17","Id":"k","Statement":[
         {"Sid":"Root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},

@@ -889,6 +889,14 @@ pub trait Store: Send + Sync {
         ticket: Option<&str>,
         audit: &NewAuditEvent,
     ) -> StoreResult<FindingRow>;
+    /// Sets or clears a remediation's ticket reference, in one transaction with `audit`;
+    /// `NotFound` for no such remediation. Later outbox events of the remediation carry it.
+    async fn set_remediation_ticket(
+        &self,
+        id: i64,
+        ticket: Option<&str>,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<RemediationRow>;
 
     /// Outbox events strictly after `after` (an id), oldest first, at most `limit`.
     async fn outbox_events(&self, after: Option<i64>, limit: u32) -> StoreResult<Vec<OutboxEvent>>;
@@ -938,6 +946,11 @@ pub trait Store: Send + Sync {
         audit: &NewAuditEvent,
     ) -> StoreResult<(RemediationRow, bool)>;
     async fn get_remediation(&self, id: i64) -> StoreResult<Option<RemediationRow>>;
+    /// The remediation stored under an idempotency key, if any.
+    async fn remediation_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> StoreResult<Option<RemediationRow>>;
     /// Remediations newest first, strictly before `before` (an id), at most `limit`; with the
     /// total.
     async fn list_remediations(

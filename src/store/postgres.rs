@@ -1860,6 +1860,30 @@ impl Store for PostgresStore {
         tx.finish(result).await
     }
 
+    async fn set_remediation_ticket(
+        &self,
+        id: i64,
+        ticket: Option<&str>,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<RemediationRow> {
+        let mut tx = Tx::<Postgres>::begin(&self.pool, "BEGIN").await?;
+        let result = async {
+            let done = sqlx::query("UPDATE remediations SET ticket = $2 WHERE id = $1")
+                .bind(id)
+                .bind(ticket)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("remediation {id}")));
+            }
+            append_audit_in(&mut tx, audit).await?;
+            existing_remediation(&mut tx, id).await
+        }
+        .await;
+        tx.finish(result).await
+    }
+
     async fn outbox_events(&self, after: Option<i64>, limit: u32) -> StoreResult<Vec<OutboxEvent>> {
         sqlx::query(
             "SELECT id, event, payload, created_at, dispatched_at FROM outbox \
@@ -2049,13 +2073,17 @@ impl Store for PostgresStore {
                     return Ok((existing_remediation(&mut tx, id).await?, false));
                 }
             }
-            let id: i64 = sqlx::query_scalar(
+            // A concurrent proposal with the same idempotency key may commit between the check
+            // above and this insert: ON CONFLICT waits for it and inserts nothing, and the retry
+            // gets that proposal instead of a unique violation.
+            let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO remediations (key_arn, account_id, region, state, requester, ticket, \
                      comment, base_policy, base_sha256, proposed_policy, proposed_sha256, diff, \
                      resolves, remaining, created_at, updated_at, expires_at, rollback_of, \
                      idempotency_key, impact) \
                  VALUES ($1, $2, $3, 'pending_approval', $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                     $13, $14, $14, $15, $16, $17, $18) RETURNING id",
+                     $13, $14, $14, $15, $16, $17, $18) \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
             )
             .bind(&r.key_arn)
             .bind(&r.account_id)
@@ -2075,9 +2103,19 @@ impl Store for PostgresStore {
             .bind(r.rollback_of)
             .bind(&r.idempotency_key)
             .bind(&r.impact)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
+            let Some(id) = id else {
+                // Read committed: this statement sees the row the conflicting proposal committed.
+                let existing: i64 =
+                    sqlx::query_scalar("SELECT id FROM remediations WHERE idempotency_key = $1")
+                        .bind(&r.idempotency_key)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                return Ok((existing_remediation(&mut tx, existing).await?, false));
+            };
             let created = existing_remediation(&mut tx, id).await?;
             insert_outbox(
                 &mut tx,
@@ -2096,6 +2134,23 @@ impl Store for PostgresStore {
     async fn get_remediation(&self, id: i64) -> StoreResult<Option<RemediationRow>> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         remediation_in(&mut conn, id).await
+    }
+
+    async fn remediation_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> StoreResult<Option<RemediationRow>> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM remediations WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_err)?;
+        match id {
+            Some(id) => remediation_in(&mut conn, id).await,
+            None => Ok(None),
+        }
     }
 
     async fn list_remediations(

@@ -1845,6 +1845,30 @@ impl Store for SqliteStore {
         tx.finish(result).await
     }
 
+    async fn set_remediation_ticket(
+        &self,
+        id: i64,
+        ticket: Option<&str>,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<RemediationRow> {
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let done = sqlx::query("UPDATE remediations SET ticket = $2 WHERE id = $1")
+                .bind(id)
+                .bind(ticket)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("remediation {id}")));
+            }
+            append_audit_in(&mut tx, audit).await?;
+            existing_remediation(&mut tx, id).await
+        }
+        .await;
+        tx.finish(result).await
+    }
+
     async fn outbox_events(&self, after: Option<i64>, limit: u32) -> StoreResult<Vec<OutboxEvent>> {
         sqlx::query(
             "SELECT id, event, payload, created_at, dispatched_at FROM outbox \
@@ -2084,6 +2108,23 @@ impl Store for SqliteStore {
     async fn get_remediation(&self, id: i64) -> StoreResult<Option<RemediationRow>> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         remediation_in(&mut conn, id).await
+    }
+
+    async fn remediation_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> StoreResult<Option<RemediationRow>> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM remediations WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_err)?;
+        match id {
+            Some(id) => remediation_in(&mut conn, id).await,
+            None => Ok(None),
+        }
     }
 
     async fn list_remediations(

@@ -178,7 +178,10 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             remediations::propose,
             remediations::list_remediations
         ))
-        .routes(routes!(remediations::get_remediation))
+        .routes(routes!(
+            remediations::get_remediation,
+            remediations::patch_remediation
+        ))
         .routes(routes!(remediations::approve))
         .routes(routes!(remediations::reject))
         .routes(routes!(remediations::apply))

@@ -8,14 +8,15 @@ use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
+use super::waivers::ticket_reference;
 use super::{ApiResult, Page, Paging};
 use crate::remediation::{Proposal, RemediationError, RemediationService};
-use crate::store::RemediationRow;
+use crate::store::{NewAuditEvent, RemediationRow};
 use crate::web::AppState;
 use crate::web::auth::{Caller, Role};
 use crate::web::error::{ApiError, ApiJson, ApiOptionalJson, ApiPath, ApiQuery, Problem};
 
-/// The longest ticket reference or comment accepted, in characters.
+/// The longest comment accepted, in characters (ticket references: [`super::waivers`]).
 pub const MAX_TEXT_CHARS: usize = 1000;
 /// The longest `Idempotency-Key` accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY: usize = 200;
@@ -31,6 +32,16 @@ pub struct ProposeRequest {
     pub ticket: Option<String>,
     #[serde(default)]
     pub comment: Option<String>,
+}
+
+/// Body of `PATCH /remediations/{id}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemediationPatch {
+    /// A ticket reference such as `SEC-123` (1–200 characters), or `null` to clear it.
+    // deserialize_with makes the field required: `{}` is not a request to clear the ticket.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub ticket: Option<String>,
 }
 
 /// Body of approve, reject and rollback.
@@ -74,6 +85,14 @@ fn remediation_id(raw: &str) -> Result<i64, ApiError> {
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| ApiError::NotFound(format!("no remediation {raw:?}")))
+}
+
+/// An optional ticket of a proposal: blank means none, anything else is checked as on PATCH.
+fn optional_ticket(value: Option<String>) -> Result<Option<String>, ApiError> {
+    value
+        .filter(|t| !t.trim().is_empty())
+        .map(ticket_reference)
+        .transpose()
 }
 
 fn text(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
@@ -130,7 +149,7 @@ pub async fn propose(
     }
     let proposal = Proposal {
         key: request.key.trim().to_string(),
-        ticket: text("ticket", request.ticket)?,
+        ticket: optional_ticket(request.ticket)?,
         comment: text("comment", request.comment)?,
         idempotency_key,
     };
@@ -182,6 +201,49 @@ pub async fn get_remediation(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no remediation {id}")))?;
     Ok(ApiJson(row))
+}
+
+/// Sets (or, with `null`, clears) the remediation's ticket reference, in any state; the
+/// remediation's later webhook events carry it. Operator role.
+#[utoipa::path(patch, path = "/api/v1/remediations/{id}", tag = "remediations",
+    params(("id" = i64, Path, description = "Remediation id")),
+    request_body = RemediationPatch,
+    responses((status = 200, body = RemediationRow), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub async fn patch_remediation(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    body: Result<ApiJson<RemediationPatch>, ApiError>,
+) -> ApiResult<RemediationRow> {
+    caller.require(Role::Operator)?;
+    let ApiJson(patch) = body?;
+    let id = remediation_id(&id)?;
+    let ticket = patch.ticket.map(ticket_reference).transpose()?;
+    let current = state
+        .store
+        .get_remediation(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no remediation {id}")))?;
+    let audit = NewAuditEvent {
+        at: state.clock.now(),
+        actor: caller.name.clone(),
+        action: "remediation.ticket_set".into(),
+        target: current.key_arn.clone(),
+        detail: serde_json::json!({
+            "remediation": id,
+            "ticket": ticket,
+            "previous": current.ticket,
+        })
+        .to_string(),
+    };
+    Ok(ApiJson(
+        state
+            .store
+            .set_remediation_ticket(id, ticket.as_deref(), &audit)
+            .await?,
+    ))
 }
 
 /// Approves a pending remediation. Approver role; the requester can never approve (403). When
@@ -274,7 +336,7 @@ pub async fn rollback(
     // An empty body is no comment; the role is checked before the body is looked at.
     let ApiOptionalJson(request) = body?;
     let id = remediation_id(&id)?;
-    let ticket = text("ticket", request.ticket)?;
+    let ticket = optional_ticket(request.ticket)?;
     let comment = text("comment", request.comment)?;
     let (row, _) = service(&state)?
         .rollback(id, &caller.name, ticket, comment)

@@ -1,7 +1,7 @@
 //! Waivers (accepted risk, with an expiry) and ticket references on findings.
 //!
-//! Remediations will accept a `ticket` reference the same way (`PATCH /remediations/{id}`) once
-//! they exist; that belongs to the remediation issue.
+//! Remediations accept a `ticket` reference the same way (`PATCH /remediations/{id}`, in
+//! `remediations.rs`), checked by [`ticket_reference`].
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -136,6 +136,29 @@ pub struct Unwaived {
     pub revoked: Vec<WaiverView>,
     /// The finding as it reads now.
     pub finding: FindingView,
+}
+
+/// A ticket reference as findings and remediations accept it: trimmed, 1–200 characters, no
+/// control characters (it ends up in webhook payloads and exports).
+pub(super) fn ticket_reference(ticket: String) -> Result<String, ApiError> {
+    let t = ticket.trim().to_string();
+    if t.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "ticket must not be empty; send null to clear it".into(),
+        ));
+    }
+    let chars = t.chars().count();
+    if chars > MAX_TICKET_CHARS {
+        return Err(ApiError::Unprocessable(format!(
+            "ticket is {chars} characters; at most {MAX_TICKET_CHARS} are accepted"
+        )));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(
+            "ticket must not contain control characters".into(),
+        ));
+    }
+    Ok(t)
 }
 
 /// The finding id of a path; anything else names no finding.
@@ -339,29 +362,7 @@ pub async fn patch_finding(
     caller.require(Role::Operator)?;
     let ApiJson(patch) = body?;
     let id = finding_id(&id)?;
-    let ticket = match patch.ticket {
-        None => None,
-        Some(t) => {
-            let t = t.trim().to_string();
-            if t.is_empty() {
-                return Err(ApiError::Unprocessable(
-                    "ticket must not be empty; send null to clear it".into(),
-                ));
-            }
-            let chars = t.chars().count();
-            if chars > MAX_TICKET_CHARS {
-                return Err(ApiError::Unprocessable(format!(
-                    "ticket is {chars} characters; at most {MAX_TICKET_CHARS} are accepted"
-                )));
-            }
-            if t.chars().any(char::is_control) {
-                return Err(ApiError::Unprocessable(
-                    "ticket must not contain control characters".into(),
-                ));
-            }
-            Some(t)
-        }
-    };
+    let ticket = patch.ticket.map(ticket_reference).transpose()?;
     let previous = load_finding(&state, id).await?.ticket;
     let audit = audit_event(
         &state,
