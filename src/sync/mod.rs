@@ -201,6 +201,7 @@ impl SyncService {
     ) -> Result<Vec<RegionReport>, SyncError> {
         let mut phase = self.passes.phase.subscribe();
         let turn = tokio::select! {
+            biased;
             turn = self.passes.turn.lock() => turn,
             _ = phase.wait_for(|p| *p >= Phase::Closing) => return Err(SyncError::ShuttingDown),
         };
@@ -211,6 +212,7 @@ impl SyncService {
         self.release_held(ABANDONED_BY_CALLER).await;
         // The pass's futures are dropped when select! returns, before the leases are released.
         let finished = tokio::select! {
+            biased;
             reports = self.run_pass_now(targets, only_account, due) => Some(reports),
             _ = phase.wait_for(|p| *p >= Phase::Stopping) => None,
         };
@@ -240,6 +242,7 @@ impl SyncService {
             *p != was
         });
         let (turn, abandoned) = tokio::select! {
+            biased;
             turn = self.passes.turn.lock() => (turn, false),
             () = grace => {
                 self.passes.phase.send_replace(Phase::Stopping);
@@ -663,10 +666,10 @@ pub fn summary_line(r: &RegionReport) -> String {
     if r.skipped {
         let why = match &r.skip_reason {
             Some(RegionClaim::Held { owner: Some(owner) }) => {
-                format!("another replica holds it ({owner})")
+                format!("held by another replica: {owner}")
             }
             Some(RegionClaim::Held { owner: None }) | None => {
-                "another replica is claiming it".to_string()
+                "another replica is claiming it right now".to_string()
             }
             Some(RegionClaim::NotDue { last_finished_at }) => format!(
                 "not due yet: its last pass finished at {}",
