@@ -1,5 +1,6 @@
-//! docker-compose.yml, the Dockerfile and the demo configuration stay in step with the configuration keys
-//! Keyward really reads: Docker cannot run here, so this is what catches a misspelt variable.
+//! docker-compose.yml, the Dockerfile and the demo configuration stay in step with the
+//! configuration keys Keyward really reads: Docker cannot run here, so this is what catches a
+//! misspelt variable.
 
 use std::path::Path;
 
