@@ -236,11 +236,9 @@ impl SyncService {
     /// still holds is released and its open sync runs closed as failed, so a restarted process
     /// (a new replica id) can claim the regions at once. True when a pass was abandoned.
     pub async fn shutdown(&self, grace: impl std::future::Future<Output = ()>) -> bool {
-        self.passes.phase.send_if_modified(|p| {
-            let was = *p;
-            *p = (*p).max(Phase::Closing);
-            *p != was
-        });
+        self.passes
+            .phase
+            .send_modify(|p| *p = (*p).max(Phase::Closing));
         let (turn, abandoned) = tokio::select! {
             biased;
             turn = self.passes.turn.lock() => (turn, false),
@@ -470,7 +468,7 @@ impl SyncService {
     async fn keep_lease(&self, account_id: &str, region: &str) {
         let lease = chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::minutes(30));
         loop {
-            tokio::time::sleep(self.lease / 3).await;
+            tokio::time::sleep((self.lease / 3).max(Duration::from_millis(100))).await;
             match self
                 .store
                 .renew_region(account_id, region, &self.owner, self.clock.now() + lease)
