@@ -366,7 +366,7 @@ async fn renewal_and_fencing(store: Arc<dyn Store>) {
     let (target, _) = seeded_target().await;
     let account = target.account_id.clone();
     let targets = vec![target];
-    let lease = Duration::from_millis(1500);
+    let lease = Duration::from_secs(3);
     let (holder, gate) = replica(store.clone(), "holder", lease);
     gate.stall(true);
     let pass = tokio::spawn({
