@@ -257,6 +257,7 @@ async fn fresh_service(
         parallel_regions: 1,
         owner: "bench".to_string(),
         lease: Duration::from_secs(3600),
+        passes: Default::default(),
     };
     let reader = SqlitePool::connect_with(
         SqliteConnectOptions::new()

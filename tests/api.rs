@@ -1257,6 +1257,7 @@ async fn a_refused_sync_trigger_is_not_audited() {
         parallel_regions: 1,
         owner: "test".into(),
         lease: std::time::Duration::from_secs(600),
+        passes: Default::default(),
     });
     let target = Target {
         account_id: A.into(),

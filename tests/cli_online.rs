@@ -799,3 +799,249 @@ async fn remediation_cli_rejects_with_a_comment_and_applies_in_apply_mode() {
     let out = cli(&erin, &["apply", &applied]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
 }
+
+/// `AWS_ENDPOINT_URL` alone (no `[aws] endpoint_url`) sends every call to the emulator, as the
+/// AWS SDKs do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_honours_aws_endpoint_url_without_a_configured_endpoint() {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let key = seed_key(&kms, &default_policy(&account), "default").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"sqlite://{}\"\n[[accounts]]\nid = \"{account}\"\nrole_arn = \"{}\"\nregions = [\"us-east-1\"]\n",
+            dir.path().join("keyward.db").display(),
+            Moto::role_arn(&account)
+        ),
+    )
+    .unwrap();
+    assert!(
+        !std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("endpoint")
+    );
+    let out = run(keyward()
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env_remove("KEYWARD_AWS__ENDPOINT_URL")
+        .args(["sync", "--once", "--config"])
+        .arg(&config));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("{account} us-east-1: ok: 1 keys, 1 changed")),
+        "{stdout}"
+    );
+    let out = run(keyward()
+        .args(["export", "--format", "json", "--config"])
+        .arg(&config));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["keys"][0]["arn"], key.arn.as_str());
+}
+
+/// What the README's demo shows: scripts/demo_seed.py (as scripts/demo runs it, with the moto
+/// venv's python) seeds the emulator, and `sync --once` with the demo configuration (endpoint
+/// and database overridden through KEYWARD_* as scripts/demo and compose do) finds every key
+/// with the findings each one was made to exercise. The seed writes only its own accounts
+/// (111111111111, 222222222222) and never resets the emulator, so it can share the test moto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_seed_syncs_with_the_demo_config() {
+    let moto = Moto::start();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let seed = Command::new(root.join(".venv/moto/bin/python"))
+        .arg(root.join("scripts/demo_seed.py"))
+        .args(["--endpoint", moto.endpoint()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .expect("run demo_seed.py with the moto venv's python");
+    assert!(
+        seed.status.success(),
+        "{}{}",
+        text(&seed.stdout),
+        text(&seed.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let demo = |cmd: &mut Command| -> Output {
+        run(cmd
+            .current_dir(root)
+            .env("KEYWARD_AWS__ENDPOINT_URL", moto.endpoint())
+            .env("KEYWARD_DATABASE_URL", &database)
+            .arg("--config")
+            .arg("examples/keyward.demo.toml"))
+    };
+    let out = demo(keyward().args(["sync", "--once"]));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("4 account·regions synced, 0 failed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("skipped"), "{stdout}");
+
+    let out = demo(keyward().args(["export", "--format", "json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 11, "the seed's 11 keys");
+    let mut rules: std::collections::BTreeMap<String, Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            let aliases = k["aliases"].as_array().unwrap();
+            assert_eq!(aliases.len(), 1, "{k}");
+            (aliases[0].as_str().unwrap().to_string(), Vec::new())
+        })
+        .collect();
+    for f in doc["findings"].as_array().unwrap() {
+        let key = keys
+            .iter()
+            .find(|k| k["arn"] == f["key_arn"])
+            .expect("a finding of a listed key");
+        rules
+            .get_mut(key["aliases"][0].as_str().unwrap())
+            .unwrap()
+            .push(f["rule_id"].as_str().unwrap().to_string());
+    }
+    for found in rules.values_mut() {
+        found.sort();
+    }
+    // The demo's account-wide decrypt role (IAM-KMS-DECRYPT-ALL-KEYS) reaches the keys whose
+    // policy delegates to IAM; staging trusts the partner, prod does not.
+    let expected: &[(&str, &[&str])] = &[
+        ("alias/analytics-share", &["KMS-CROSS-ACCOUNT"]),
+        ("alias/backups-eu", &[]),
+        (
+            "alias/legacy-reports",
+            &[
+                "IAM-KMS-DECRYPT-ALL-KEYS",
+                "KMS-DELEGATION",
+                "KMS-NO-ADMIN",
+                "KMS-PENDING-DELETION",
+            ],
+        ),
+        ("alias/orders", &[]),
+        (
+            "alias/payments",
+            &[
+                "IAM-KMS-DECRYPT-ALL-KEYS",
+                "KMS-DELEGATION",
+                "KMS-ROTATION-DISABLED",
+            ],
+        ),
+        ("alias/public-downloads", &["KMS-PUBLIC"]),
+        ("alias/release-signing", &[]),
+        (
+            "alias/staging-app",
+            &[
+                "IAM-KMS-DECRYPT-ALL-KEYS",
+                "KMS-DELEGATION",
+                "KMS-NO-ADMIN",
+                "KMS-ROTATION-DISABLED",
+            ],
+        ),
+        ("alias/staging-ci", &[]),
+        (
+            "alias/staging-old",
+            &[
+                "IAM-KMS-DECRYPT-ALL-KEYS",
+                "KMS-DELEGATION",
+                "KMS-PENDING-DELETION",
+            ],
+        ),
+        ("alias/staging-partner-share", &[]),
+    ];
+    let expected: std::collections::BTreeMap<String, Vec<String>> = expected
+        .iter()
+        .map(|(alias, rules)| {
+            (
+                alias.to_string(),
+                rules.iter().map(|r| r.to_string()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(rules, expected);
+}
+
+/// Ctrl-C during `sync --once`: the pass is abandoned, its lease released and the process
+/// exits non-zero; the next `sync --once` (a new replica id) syncs at once instead of reporting
+/// the region skipped until the lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_sync_once_releases_its_lease() {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    seed_key(&kms, &default_policy(&account), "default").await;
+    // An endpoint that accepts connections and never answers: the pass hangs after its claim.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hanging.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), moto, &[(&account, &account)], "");
+    let out = run(keyward().args(["migrate", "--config"]).arg(&config));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut child = keyward()
+        .env("KEYWARD_AWS__ENDPOINT_URL", &hanging_url)
+        .args(["sync", "--once", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let holder = || lease_holder(&pool, &account);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while holder().await.is_none() {
+        assert!(Instant::now() < deadline, "sync --once never claimed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "sync --once ignored Ctrl-C");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("abandoned"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(holder().await, None, "the lease was released");
+
+    let out = run(keyward().args(["sync", "--once", "--config"]).arg(&config));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("{account} us-east-1: ok: 1 keys")),
+        "{stdout}"
+    );
+}
+
+async fn lease_holder(pool: &sqlx::SqlitePool, account: &str) -> Option<String> {
+    sqlx::query_scalar::<_, Option<String>>("SELECT owner FROM sync_leases WHERE account_id = $1")
+        .bind(account)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+        .flatten()
+}

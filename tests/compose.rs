@@ -1,5 +1,6 @@
-//! docker-compose.yml and the demo configuration stay in step with the configuration keys
-//! Keyward really reads: Docker cannot run here, so this is what catches a misspelt variable.
+//! docker-compose.yml, the Dockerfile and the demo configuration stay in step with the
+//! configuration keys Keyward really reads: Docker cannot run here, so this is what catches a
+//! misspelt variable.
 
 use std::path::Path;
 
@@ -206,4 +207,88 @@ fn the_demo_configuration_is_valid() {
             "{a:?}"
         );
     }
+}
+
+/// The variables a Dockerfile's `ENV` instructions set, in both forms (`ENV A=1 B="x y"` and the
+/// legacy `ENV A 1`), across line continuations.
+fn dockerfile_env(text: &str) -> Vec<(String, String)> {
+    let joined = text.replace("\\\n", " ");
+    let mut vars = Vec::new();
+    for line in joined.lines() {
+        let line = line.trim();
+        let Some((instruction, rest)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        if !instruction.eq_ignore_ascii_case("ENV") {
+            continue;
+        }
+        let rest = rest.trim();
+        let first = rest.split_whitespace().next().unwrap_or("");
+        if !first.contains('=') {
+            let (name, value) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            vars.push((name.to_string(), value.trim().to_string()));
+            continue;
+        }
+        // KEY=VALUE pairs; a value may be double-quoted and hold spaces.
+        let mut chars = rest.chars().peekable();
+        while chars.peek().is_some() {
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+            if name.is_empty() {
+                break;
+            }
+            let mut value = String::new();
+            let mut quoted = false;
+            while let Some(&c) = chars.peek() {
+                if c == '"' {
+                    quoted = !quoted;
+                } else if c.is_whitespace() && !quoted {
+                    break;
+                } else {
+                    value.push(c);
+                }
+                chars.next();
+            }
+            vars.push((name, value));
+        }
+    }
+    vars
+}
+
+#[test]
+fn dockerfile_env_reads_both_forms() {
+    let text = "FROM x\nENV A=1 B=\"two words\" \\\n    C=3\nenv LEGACY some value\nRUN ENV=no\n";
+    assert_eq!(
+        dockerfile_env(text),
+        [
+            ("A".to_string(), "1".to_string()),
+            ("B".into(), "two words".into()),
+            ("C".into(), "3".into()),
+            ("LEGACY".into(), "some value".into()),
+        ]
+    );
+}
+
+#[test]
+fn every_keyward_variable_of_the_dockerfile_is_a_configuration_key() {
+    let known = Config::known_keys();
+    let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let mut checked = 0;
+    for (variable, value) in dockerfile_env(&text) {
+        let Some(key) = config_key(&variable) else {
+            continue;
+        };
+        assert!(
+            known.contains(&key),
+            "Dockerfile: ENV {variable} sets {key:?}, which is not a configuration key; known: {known:?}"
+        );
+        assert!(!value.is_empty(), "Dockerfile: ENV {variable} is empty");
+        checked += 1;
+    }
+    assert!(
+        checked >= 1,
+        "the image listens beyond its own loopback through KEYWARD_LISTEN"
+    );
 }

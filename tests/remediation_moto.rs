@@ -148,6 +148,7 @@ impl Server {
             parallel_regions: 2,
             owner: "test".into(),
             lease: Duration::from_secs(600),
+            passes: Default::default(),
         });
         let puts = Arc::new(AtomicUsize::new(0));
         let fail_puts = Arc::new(AtomicBool::new(false));

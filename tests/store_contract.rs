@@ -9,8 +9,9 @@ use keyward::store::{
     AccountRow, ApplyResult, ApprovalRow, AuditEvent, ComplianceFigures, DeliveryAttempt,
     FindingFilter, FindingRow, GrantRecord, IamInventoryRow, KeyFilter, KeyRecord, KeyRow, KeySort,
     KeyUpdate, NewAuditEvent, NewFinding, NewRemediation, NewSession, NewToken, NewWaiver,
-    OutboxEvent, PolicyState, RegionCompliance, RegionSync, RegionSyncOutcome, SessionRow, Store,
-    StoreError, StoreStats, SyncRunFinish, WaiverScope, WebhookSubscription, audit_hash,
+    OutboxEvent, PolicyState, RegionClaim, RegionCompliance, RegionSync, RegionSyncOutcome,
+    SessionRow, Store, StoreError, StoreStats, SyncRunFinish, WaiverScope, WebhookSubscription,
+    audit_hash,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -1013,54 +1014,79 @@ async fn sync_runs_start_finish_recent_latest(store: &dyn Store) {
 }
 
 async fn claim_and_release(store: &dyn Store) {
-    let claim = |owner: &'static str, now: DateTime<Utc>, due_before: DateTime<Utc>| {
-        store.claim_region(
-            ACCOUNT,
-            REGION,
-            owner,
-            now,
-            now + Duration::seconds(300),
-            due_before,
-        )
+    let claim = |owner: &'static str, now: DateTime<Utc>, due_before: DateTime<Utc>| async move {
+        store
+            .claim_region(
+                ACCOUNT,
+                REGION,
+                owner,
+                now,
+                now + Duration::seconds(300),
+                due_before,
+            )
+            .await
+            .expect("claim")
     };
-    assert!(
-        claim("r1", t(0), t(0)).await.expect("claim"),
+    let held_by = |owner: &str| RegionClaim::Held {
+        owner: Some(owner.to_string()),
+    };
+    assert_eq!(
+        claim("r1", t(0), t(0)).await,
+        RegionClaim::Claimed,
         "a fresh region is claimable"
     );
-    assert!(
-        !claim("r2", t(10), t(10)).await.expect("claim"),
-        "held by r1"
+    assert_eq!(claim("r2", t(10), t(10)).await, held_by("r1"));
+    assert_eq!(
+        claim("r1", t(20), t(20)).await,
+        held_by("r1"),
+        "a holder cannot claim again: a second pass of the same process must not run"
     );
     assert!(
-        claim("r1", t(20), t(20)).await.expect("claim"),
-        "the owner may renew"
+        store
+            .renew_region(ACCOUNT, REGION, "r1", t(320))
+            .await
+            .expect("renew"),
+        "the owner renews"
+    );
+    assert!(
+        !store
+            .renew_region(ACCOUNT, REGION, "r2", t(900))
+            .await
+            .expect("renew"),
+        "only the owner renews"
     );
     // r1's lease now runs to t(320).
     store
         .release_region(ACCOUNT, REGION, "r2", Some(t(30)))
         .await
         .expect("foreign release");
-    assert!(
-        !claim("r2", t(40), t(40)).await.expect("claim"),
-        "a non-owner cannot release"
+    assert_eq!(
+        claim("r2", t(310), t(310)).await,
+        held_by("r1"),
+        "a non-owner cannot release, and the renewal holds past the first lease"
     );
 
     store
         .release_region(ACCOUNT, REGION, "r1", Some(t(50)))
         .await
         .expect("release");
-    assert!(
-        !claim("r2", t(60), t(50)).await.expect("claim"),
+    assert_eq!(
+        claim("r2", t(60), t(50)).await,
+        RegionClaim::NotDue {
+            last_finished_at: t(50)
+        },
         "finished at t(50), not due before t(50)"
     );
-    assert!(claim("r2", t(60), t(51)).await.expect("claim"), "due");
-    // r2 crashes; its lease runs to t(360).
-    assert!(
-        !claim("r3", t(359), t(359)).await.expect("claim"),
+    assert_eq!(claim("r2", t(60), t(51)).await, RegionClaim::Claimed, "due");
+    // r2 crashes; its lease runs to t(360). Held and not due: held is the reason given.
+    assert_eq!(
+        claim("r3", t(359), t(40)).await,
+        held_by("r2"),
         "lease unexpired"
     );
-    assert!(
-        claim("r3", t(360), t(360)).await.expect("claim"),
+    assert_eq!(
+        claim("r3", t(360), t(360)).await,
+        RegionClaim::Claimed,
         "lease expired"
     );
     // A release without a finish time (an abandoned pass) keeps the last finish.
@@ -1068,17 +1094,21 @@ async fn claim_and_release(store: &dyn Store) {
         .release_region(ACCOUNT, REGION, "r3", None)
         .await
         .expect("release");
-    assert!(
-        !claim("r1", t(400), t(50)).await.expect("claim"),
+    assert_eq!(
+        claim("r1", t(400), t(50)).await,
+        RegionClaim::NotDue {
+            last_finished_at: t(50)
+        },
         "still finished at t(50)"
     );
-    assert!(claim("r1", t(400), t(400)).await.expect("claim"));
+    assert_eq!(claim("r1", t(400), t(400)).await, RegionClaim::Claimed);
     // Other regions are independent.
     assert!(
         store
             .claim_region(ACCOUNT, "us-east-1", "r2", t(400), t(700), t(400))
             .await
             .expect("claim")
+            .is_claimed()
     );
 
     // Sub-second precision: the lease holds until its exact instant.
@@ -1089,6 +1119,7 @@ async fn claim_and_release(store: &dyn Store) {
             .claim_region(ACCOUNT, "ap-south-1", "a", base, until, base)
             .await
             .expect("claim")
+            .is_claimed()
     );
     let almost = until - Duration::microseconds(1);
     assert!(
@@ -1096,6 +1127,7 @@ async fn claim_and_release(store: &dyn Store) {
             .claim_region(ACCOUNT, "ap-south-1", "b", almost, until, almost)
             .await
             .expect("claim")
+            .is_claimed()
     );
     assert!(
         store
@@ -1109,7 +1141,87 @@ async fn claim_and_release(store: &dyn Store) {
             )
             .await
             .expect("claim")
+            .is_claimed()
     );
+}
+
+/// A pass whose lease expired and was taken over by another replica writes nothing: the
+/// fenced write checks the holder inside its transaction.
+async fn fenced_sync_refuses_a_lost_lease(store: &dyn Store) {
+    let a = key("a");
+    let listed = [a.arn.clone()];
+    let sync = region_sync(
+        t(100),
+        &listed,
+        true,
+        vec![update(
+            a.clone(),
+            readable("{\"policy\":\"a\"}"),
+            vec![finding("KMS-DELEGATION", "0")],
+        )],
+    );
+    let err = store
+        .apply_region_sync_fenced(&sync, "r1")
+        .await
+        .expect_err("no lease row: nobody holds the region");
+    assert!(err.to_string().contains("lease lost"), "{err}");
+
+    assert!(
+        store
+            .claim_region(ACCOUNT, REGION, "r1", t(0), t(60), t(0))
+            .await
+            .expect("claim")
+            .is_claimed()
+    );
+    // r1's pass outlives its lease without renewing it; r2 takes the region over.
+    assert!(
+        store
+            .claim_region(ACCOUNT, REGION, "r2", t(61), t(361), t(61))
+            .await
+            .expect("claim")
+            .is_claimed()
+    );
+    let err = store
+        .apply_region_sync_fenced(&sync, "r1")
+        .await
+        .expect_err("r1 lost the lease");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(err.to_string().contains("lease lost"), "{err}");
+    assert!(err.to_string().contains("r2"), "{err}");
+    assert!(
+        store.list_keys(true).await.expect("keys").is_empty(),
+        "nothing of r1's pass was written"
+    );
+    assert!(
+        store
+            .list_findings(true)
+            .await
+            .expect("findings")
+            .is_empty()
+    );
+    assert!(
+        !store
+            .renew_region(ACCOUNT, REGION, "r1", t(400))
+            .await
+            .expect("renew"),
+        "a lost lease cannot be renewed"
+    );
+
+    // The holder writes; an expired lease nobody took over still counts as held.
+    let outcome = store
+        .apply_region_sync_fenced(&sync, "r2")
+        .await
+        .expect("r2 holds the lease");
+    assert_eq!(
+        (outcome.keys_changed, outcome.policy_versions_added),
+        (1, 1)
+    );
+    let later = region_sync(t(900), &listed, true, vec![]);
+    store
+        .apply_region_sync_fenced(&later, "r2")
+        .await
+        .expect("expired at t(361) but not taken over");
+    assert_eq!(store.list_keys(false).await.expect("keys").len(), 1);
 }
 
 /// Eight tasks on two replicas race for a region, first while its lease row does not exist yet,
@@ -1138,7 +1250,7 @@ async fn concurrent_claims_have_one_winner(first: Arc<dyn Store>, second: Arc<dy
                     )
                     .await
                     .expect("claim");
-                won.then_some(owner)
+                won.is_claimed().then_some(owner)
             });
         }
         let winners: Vec<String> = tasks.join_all().await.into_iter().flatten().collect();
@@ -4296,6 +4408,7 @@ contract! {
         sync_runs_start_finish_recent_latest,
         abandoned_runs_are_closed_as_failed,
         claim_and_release,
+        fenced_sync_refuses_a_lost_lease,
         stats_count_live_keys_and_open_findings,
         cancelled_sync_is_all_or_nothing,
         query_keys_filters,

@@ -68,6 +68,7 @@ fn harness(store: Arc<dyn Store>) -> Harness {
             parallel_regions: 4,
             owner: "test".to_string(),
             lease: Duration::from_secs(600),
+            passes: Default::default(),
         },
         faults,
     }

@@ -70,6 +70,7 @@ pub fn sync_service(
         owner: replica_id(),
         // A pass longer than this is taken over by another replica; generous on purpose.
         lease: config.sync.interval.max(Duration::from_secs(30 * 60)),
+        passes: Default::default(),
     });
     (service, connector)
 }

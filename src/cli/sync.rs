@@ -26,10 +26,18 @@ pub fn run(args: &SyncArgs, out: &mut dyn Write) -> Result<Exit, CliError> {
             run_scheduler(service, targets, config.sync.interval, rx).await;
             return Ok(Exit::Clean);
         }
-        let reports = service
-            .run_pass(&targets, args.account.as_deref(), Due::Always)
-            .await
-            .map_err(|e| CliError::Sync(e.to_string()))?;
+        let pass = service.run_pass(&targets, args.account.as_deref(), Due::Always);
+        tokio::pin!(pass);
+        let result = tokio::select! {
+            result = &mut pass => result,
+            () = super::serve::shutdown_signal() => {
+                // Interrupted: stop at once, release the leases and close the runs, so the next
+                // `sync --once` (another replica id) need not wait for them to expire.
+                let (result, _) = tokio::join!(&mut pass, service.shutdown(std::future::ready(())));
+                result
+            }
+        };
+        let reports = result.map_err(|e| CliError::Sync(e.to_string()))?;
         for r in &reports {
             writeln!(out, "{}", summary_line(r))?;
         }

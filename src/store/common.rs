@@ -1059,6 +1059,24 @@ pub(super) fn state_placeholders(first: usize, states: &[&str]) -> String {
         .join(", ")
 }
 
+/// The fence of a sync write: `holder` (the lease row's owner) must be `owner`. A lease that
+/// expired but was not taken over still counts as held; one another replica claimed does not.
+pub(super) fn check_lease_holder(
+    sync: &super::RegionSync,
+    owner: &str,
+    holder: Option<String>,
+) -> StoreResult<()> {
+    if holder.as_deref() == Some(owner) {
+        return Ok(());
+    }
+    Err(StoreError::Conflict(format!(
+        "lease lost: {} {} is held by {} now, so this pass's results were not written",
+        sync.account_id,
+        sync.region,
+        holder.as_deref().unwrap_or("nobody")
+    )))
+}
+
 /// The payload of `sync.failed`.
 pub(super) fn sync_failed_payload(
     run_id: i64,

@@ -147,6 +147,46 @@ pub struct RegionSyncOutcome {
     pub keys_deleted: u64,
 }
 
+/// What [`Store::claim_region`] decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "claim", rename_all = "snake_case")]
+pub enum RegionClaim {
+    /// The caller now holds the region's lease.
+    Claimed,
+    /// An unexpired lease is held by `owner` (the caller itself included: a holder cannot claim
+    /// again, it renews); `None` when another replica is claiming it at this very moment.
+    Held { owner: Option<String> },
+    /// Its last pass finished at `last_finished_at`, not before the due time.
+    NotDue { last_finished_at: DateTime<Utc> },
+}
+
+impl RegionClaim {
+    /// True when the caller won the claim.
+    pub fn is_claimed(&self) -> bool {
+        matches!(self, RegionClaim::Claimed)
+    }
+
+    /// Why a claim failed, from the lease row as it is now: held beats not due.
+    pub fn refused(
+        owner: Option<String>,
+        lease_until: Option<DateTime<Utc>>,
+        last_finished_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        due_before: DateTime<Utc>,
+    ) -> Self {
+        match (owner, lease_until, last_finished_at) {
+            (Some(owner), Some(until), _) if until > now => {
+                RegionClaim::Held { owner: Some(owner) }
+            }
+            (_, _, Some(finished)) if finished >= due_before => RegionClaim::NotDue {
+                last_finished_at: finished,
+            },
+            // Free by the row, yet not won: a concurrent claimer holds its row lock.
+            _ => RegionClaim::Held { owner: None },
+        }
+    }
+}
+
 /// How a sync run ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SyncRunFinish {
@@ -752,6 +792,14 @@ pub trait Store: Send + Sync {
     /// their last-seen stamp; with a complete listing, keys not listed are marked deleted and
     /// their open findings resolved.
     async fn apply_region_sync(&self, sync: &RegionSync) -> StoreResult<RegionSyncOutcome>;
+    /// [`Store::apply_region_sync`] fenced by the region's lease: inside the same transaction it
+    /// checks that `owner` still holds the lease, and writes nothing (a `Conflict` saying "lease
+    /// lost") when another replica has taken it over meanwhile.
+    async fn apply_region_sync_fenced(
+        &self,
+        sync: &RegionSync,
+        owner: &str,
+    ) -> StoreResult<RegionSyncOutcome>;
 
     /// Opens a sync run row (status `running`).
     async fn start_sync_run(
@@ -783,8 +831,9 @@ pub trait Store: Send + Sync {
     /// The newest run of every account·region.
     async fn latest_sync_runs(&self) -> StoreResult<Vec<SyncRunRow>>;
 
-    /// Claims an account·region for a sync pass: succeeds when nobody holds an unexpired lease
-    /// and its last pass finished before `due_before`. Exactly one caller wins, across replicas.
+    /// Claims an account·region for a sync pass: succeeds when nobody (the caller included)
+    /// holds an unexpired lease and its last pass finished before `due_before`. Exactly one
+    /// caller wins, across replicas; the others learn why they lost.
     async fn claim_region(
         &self,
         account_id: &str,
@@ -793,6 +842,14 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         due_before: DateTime<Utc>,
+    ) -> StoreResult<RegionClaim>;
+    /// Extends the lease `owner` holds to `lease_until`; false when it no longer holds it.
+    async fn renew_region(
+        &self,
+        account_id: &str,
+        region: &str,
+        owner: &str,
+        lease_until: DateTime<Utc>,
     ) -> StoreResult<bool>;
     /// Releases a claim; `finished_at` is recorded when the pass completed.
     async fn release_region(

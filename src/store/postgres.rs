@@ -1214,6 +1214,30 @@ impl Store for PostgresStore {
         tx.finish(result).await
     }
 
+    async fn apply_region_sync_fenced(
+        &self,
+        sync: &RegionSync,
+        owner: &str,
+    ) -> StoreResult<RegionSyncOutcome> {
+        let mut tx = Tx::<Postgres>::begin(&self.pool, "BEGIN").await?;
+        let result = async {
+            // The row lock lasts until commit: a claimer meanwhile skips the row (SKIP LOCKED),
+            // so the lease cannot change hands between this check and the write.
+            let holder: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT owner FROM sync_leases WHERE account_id = $1 AND region = $2 FOR UPDATE",
+            )
+            .bind(&sync.account_id)
+            .bind(&sync.region)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            super::common::check_lease_holder(sync, owner, holder.flatten())?;
+            apply_region(&mut tx, sync).await
+        }
+        .await;
+        tx.finish(result).await
+    }
+
     async fn start_sync_run(
         &self,
         account_id: &str,
@@ -1372,7 +1396,7 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         due_before: DateTime<Utc>,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<super::RegionClaim> {
         let mut tx = Tx::<Postgres>::begin(&self.pool, "BEGIN").await?;
         let result = async {
             // A concurrent inserter of the same row makes this wait for its commit; afterwards
@@ -1389,20 +1413,35 @@ impl Store for PostgresStore {
             // A row another replica is claiming right now is skipped, not waited for: it loses.
             let claimable: Option<i32> = sqlx::query_scalar(
                 "SELECT 1 FROM sync_leases WHERE account_id = $1 AND region = $2 \
-                 AND (owner IS NULL OR owner = $3 OR lease_until IS NULL OR lease_until <= $4) \
-                 AND (last_finished_at IS NULL OR last_finished_at < $5) \
+                 AND (owner IS NULL OR lease_until IS NULL OR lease_until <= $3) \
+                 AND (last_finished_at IS NULL OR last_finished_at < $4) \
                  FOR UPDATE SKIP LOCKED",
             )
             .bind(account_id)
             .bind(region)
-            .bind(owner)
             .bind(now)
             .bind(due_before)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
             if claimable.is_none() {
-                return Ok(false);
+                // Read without locking: a row a concurrent claimer holds still answers.
+                let row = sqlx::query(
+                    "SELECT owner, lease_until, last_finished_at FROM sync_leases \
+                     WHERE account_id = $1 AND region = $2",
+                )
+                .bind(account_id)
+                .bind(region)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                return Ok(super::RegionClaim::refused(
+                    get(&row, "owner")?,
+                    get(&row, "lease_until")?,
+                    get(&row, "last_finished_at")?,
+                    now,
+                    due_before,
+                ));
             }
             sqlx::query(
                 "UPDATE sync_leases SET owner = $3, lease_until = $4 \
@@ -1415,7 +1454,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-            Ok(true)
+            Ok(super::RegionClaim::Claimed)
         }
         .await;
         tx.finish(result).await
@@ -1441,6 +1480,27 @@ impl Store for PostgresStore {
         .await
         .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn renew_region(
+        &self,
+        account_id: &str,
+        region: &str,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let renewed = sqlx::query(
+            "UPDATE sync_leases SET lease_until = $4 \
+             WHERE account_id = $1 AND region = $2 AND owner = $3",
+        )
+        .bind(account_id)
+        .bind(region)
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(renewed.rows_affected() == 1)
     }
 
     async fn list_keys(&self, include_deleted: bool) -> StoreResult<Vec<KeyRow>> {

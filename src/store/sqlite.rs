@@ -1197,6 +1197,29 @@ impl Store for SqliteStore {
         tx.finish(result).await
     }
 
+    async fn apply_region_sync_fenced(
+        &self,
+        sync: &RegionSync,
+        owner: &str,
+    ) -> StoreResult<RegionSyncOutcome> {
+        // BEGIN IMMEDIATE holds the write lock: no claim can slip in between check and write.
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let holder: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT owner FROM sync_leases WHERE account_id = $1 AND region = $2",
+            )
+            .bind(&sync.account_id)
+            .bind(&sync.region)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            super::common::check_lease_holder(sync, owner, holder.flatten())?;
+            apply_region(&mut tx, sync).await
+        }
+        .await;
+        tx.finish(result).await
+    }
+
     async fn start_sync_run(
         &self,
         account_id: &str,
@@ -1359,7 +1382,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         due_before: DateTime<Utc>,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<super::RegionClaim> {
         // BEGIN IMMEDIATE serialises claimers; the conditional UPDATE decides.
         let mut tx = self.begin_write().await?;
         let result = async {
@@ -1375,7 +1398,7 @@ impl Store for SqliteStore {
             let claimed = sqlx::query(
                 "UPDATE sync_leases SET owner = $3, lease_until = $5 \
                  WHERE account_id = $1 AND region = $2 \
-                 AND (owner IS NULL OR owner = $3 OR lease_until IS NULL OR lease_until <= $4) \
+                 AND (owner IS NULL OR lease_until IS NULL OR lease_until <= $4) \
                  AND (last_finished_at IS NULL OR last_finished_at < $6)",
             )
             .bind(account_id)
@@ -1387,7 +1410,25 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-            Ok(claimed.rows_affected() == 1)
+            if claimed.rows_affected() == 1 {
+                return Ok(super::RegionClaim::Claimed);
+            }
+            let row = sqlx::query(
+                "SELECT owner, lease_until, last_finished_at FROM sync_leases \
+                 WHERE account_id = $1 AND region = $2",
+            )
+            .bind(account_id)
+            .bind(region)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok(super::RegionClaim::refused(
+                get(&row, "owner")?,
+                get(&row, "lease_until")?,
+                get(&row, "last_finished_at")?,
+                now,
+                due_before,
+            ))
         }
         .await;
         tx.finish(result).await
@@ -1414,6 +1455,29 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)
         .map(|_| ());
+        tx.finish(result).await
+    }
+
+    async fn renew_region(
+        &self,
+        account_id: &str,
+        region: &str,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let result = sqlx::query(
+            "UPDATE sync_leases SET lease_until = $4 \
+             WHERE account_id = $1 AND region = $2 AND owner = $3",
+        )
+        .bind(account_id)
+        .bind(region)
+        .bind(owner)
+        .bind(ts(lease_until))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)
+        .map(|done| done.rows_affected() == 1);
         tx.finish(result).await
     }
 

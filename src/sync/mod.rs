@@ -7,19 +7,24 @@ mod scheduler;
 
 use futures::StreamExt;
 use serde::Serialize;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 use crate::aws::{AccountAccess, AwsError, KmsConnector};
 use crate::clock::Clock;
 use crate::config::{AccountConfig, Config};
 use crate::metrics::Metrics;
-use crate::store::{AccountRow, RegionSync, RegionSyncOutcome, Store, StoreError, SyncRunFinish};
+use crate::store::{
+    AccountRow, RegionClaim, RegionSync, RegionSyncOutcome, Store, StoreError, SyncRunFinish,
+};
 
 pub use fetch::{Evaluation, KeyFetch, evaluation_key, fetch_key, sha256_hex};
 pub use iam::{AccountIam, decrypt_all_findings};
-pub use scheduler::run_scheduler;
+pub use scheduler::{
+    JITTER, SHUTDOWN_GRACE, Sleeper, TokioSleeper, run_scheduler, run_scheduler_with,
+};
 
 /// One account Keyward watches, resolved from configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,8 +86,10 @@ pub struct RegionReport {
     /// Keys whose data could not be read this time (left as they were).
     pub keys_failed: u64,
     pub error: Option<String>,
-    /// True when another replica held the region, or it was not due yet.
+    /// True when the region was not claimed: see `skip_reason`.
     pub skipped: bool,
+    /// Why it was skipped: held by another replica, or not due yet.
+    pub skip_reason: Option<RegionClaim>,
 }
 
 impl RegionReport {
@@ -99,6 +106,12 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("no configured account has the id {0}")]
     UnknownAccount(String),
+    /// Shutdown stopped the pass before it finished; its leases were released.
+    #[error("the sync pass was abandoned at shutdown")]
+    Abandoned,
+    /// Shutdown had begun: the pass did not start.
+    #[error("shutting down: no sync pass starts")]
+    ShuttingDown,
 }
 
 /// Runs sync passes; shared by `keyward sync` and the scheduler of `keyward serve`.
@@ -113,9 +126,59 @@ pub struct SyncService {
     pub parallel_regions: usize,
     /// Identifies this process in leases.
     pub owner: String,
-    /// How long a claim on an account·region lasts before another replica may take it over.
+    /// How long a claim on an account·region lasts before another replica may take it over;
+    /// renewed every third of it while the region is being synced.
     pub lease: Duration,
+    /// One pass at a time in this process, and what shutdown must release.
+    pub passes: PassControl,
 }
+
+/// Where shutdown stands, for the passes of one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Open,
+    /// No new pass starts; the one in flight may finish.
+    Closing,
+    /// The pass in flight stops at its next await and releases its leases.
+    Stopping,
+}
+
+/// In-process coordination of sync passes: they run one after another (the scheduler, the
+/// API's trigger and re-evaluation after a remediation all share it), and the account·regions
+/// whose leases this process holds are known, so shutdown can release them instead of leaving
+/// them to expire.
+pub struct PassControl {
+    turn: tokio::sync::Mutex<()>,
+    held: std::sync::Mutex<BTreeSet<(String, String)>>,
+    phase: watch::Sender<Phase>,
+}
+
+impl Default for PassControl {
+    fn default() -> Self {
+        PassControl {
+            turn: tokio::sync::Mutex::new(()),
+            held: std::sync::Mutex::new(BTreeSet::new()),
+            phase: watch::channel(Phase::Open).0,
+        }
+    }
+}
+
+impl PassControl {
+    fn held(&self) -> std::sync::MutexGuard<'_, BTreeSet<(String, String)>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The account·regions whose lease this process holds now.
+    pub fn held_regions(&self) -> Vec<(String, String)> {
+        self.held().iter().cloned().collect()
+    }
+}
+
+/// The error of sync runs closed because their pass was abandoned in this process.
+const ABANDONED_AT_SHUTDOWN: &str =
+    "abandoned: the pass was stopped at shutdown before it finished";
+/// The error of sync runs whose pass future was dropped without finishing (its caller went away).
+const ABANDONED_BY_CALLER: &str = "abandoned: the pass was cancelled before it finished";
 
 /// When a region counts as due: for the scheduler, a pass finished an interval ago; for a
 /// manual pass, any finished pass.
@@ -126,9 +189,103 @@ pub enum Due {
 }
 
 impl SyncService {
-    /// One pass over `targets` (or only `only_account`), bounded by `parallel_regions`.
+    /// One pass over `targets` (or only `only_account`), bounded by `parallel_regions`. Passes
+    /// of one service run one at a time: a second caller waits for the first to finish (and
+    /// then finds regions not due, or syncs them again with [`Due::Always`]).
     #[tracing::instrument(skip_all, fields(owner = %self.owner))]
     pub async fn run_pass(
+        &self,
+        targets: &[Target],
+        only_account: Option<&str>,
+        due: Due,
+    ) -> Result<Vec<RegionReport>, SyncError> {
+        let mut phase = self.passes.phase.subscribe();
+        let turn = tokio::select! {
+            biased;
+            turn = self.passes.turn.lock() => turn,
+            _ = phase.wait_for(|p| *p >= Phase::Closing) => return Err(SyncError::ShuttingDown),
+        };
+        if *phase.borrow() >= Phase::Closing {
+            return Err(SyncError::ShuttingDown);
+        }
+        // Leases still held here belong to a pass whose future was dropped mid-way.
+        self.release_held(ABANDONED_BY_CALLER).await;
+        // The pass's futures are dropped when select! returns, before the leases are released.
+        let finished = tokio::select! {
+            biased;
+            reports = self.run_pass_now(targets, only_account, due) => Some(reports),
+            _ = phase.wait_for(|p| *p >= Phase::Stopping) => None,
+        };
+        let result = match finished {
+            Some(reports) => reports,
+            None => {
+                let released = self.release_held(ABANDONED_AT_SHUTDOWN).await;
+                tracing::warn!(
+                    released,
+                    "sync pass abandoned at shutdown; its leases were released"
+                );
+                Err(SyncError::Abandoned)
+            }
+        };
+        drop(turn);
+        result
+    }
+
+    /// Ends this service's passes: no new pass starts, the one in flight may finish until
+    /// `grace` completes, after which it is abandoned. Either way every lease this process
+    /// still holds is released and its open sync runs closed as failed, so a restarted process
+    /// (a new replica id) can claim the regions at once. True when a pass was abandoned.
+    pub async fn shutdown(&self, grace: impl std::future::Future<Output = ()>) -> bool {
+        self.passes
+            .phase
+            .send_modify(|p| *p = (*p).max(Phase::Closing));
+        let (turn, abandoned) = tokio::select! {
+            biased;
+            turn = self.passes.turn.lock() => (turn, false),
+            () = grace => {
+                self.passes.phase.send_replace(Phase::Stopping);
+                (self.passes.turn.lock().await, true)
+            }
+        };
+        self.passes.phase.send_replace(Phase::Stopping);
+        // A pass dropped by its caller (Ctrl-C) left its leases behind.
+        self.release_held(ABANDONED_AT_SHUTDOWN).await;
+        drop(turn);
+        abandoned
+    }
+
+    /// Closes the open sync runs of every account·region this process holds and releases their
+    /// leases (without a finish time, so they are due at once). Returns how many.
+    async fn release_held(&self, reason: &str) -> usize {
+        let held = self.passes.held_regions();
+        for (account, region) in &held {
+            let now = self.clock.now();
+            if let Err(e) = self
+                .store
+                .abandon_sync_runs(account, region, now, reason)
+                .await
+            {
+                tracing::warn!(account, region, error = %e, "could not close the sync run of an abandoned pass");
+            }
+            match self
+                .store
+                .release_region(account, region, &self.owner, None)
+                .await
+            {
+                Ok(()) => {
+                    self.passes
+                        .held()
+                        .remove(&(account.clone(), region.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(account, region, error = %e, "could not release the lease of an abandoned pass; it expires by itself")
+                }
+            }
+        }
+        held.len()
+    }
+
+    async fn run_pass_now(
         &self,
         targets: &[Target],
         only_account: Option<&str>,
@@ -225,23 +382,35 @@ impl SyncService {
             keys_failed: 0,
             error: None,
             skipped: false,
+            skip_reason: None,
         };
-        match self
-            .store
-            .claim_region(
-                &target.account_id,
-                region,
-                &self.owner,
-                now,
-                lease_until,
-                due_before,
-            )
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
+        let key = (target.account_id.clone(), region.to_string());
+        // Never claim again what this process holds: passes are serialised, so this only
+        // guards a region listed twice.
+        let claim = if self.passes.held().contains(&key) {
+            Ok(RegionClaim::Held {
+                owner: Some(self.owner.clone()),
+            })
+        } else {
+            self.store
+                .claim_region(
+                    &target.account_id,
+                    region,
+                    &self.owner,
+                    now,
+                    lease_until,
+                    due_before,
+                )
+                .await
+        };
+        match claim {
+            Ok(RegionClaim::Claimed) => {
+                self.passes.held().insert(key.clone());
+            }
+            Ok(refused) => {
+                tracing::debug!(account = %target.account_id, region, reason = ?refused, "not claimed");
                 report.skipped = true;
-                tracing::debug!(account = %target.account_id, region, "not claimed: running elsewhere or not due");
+                report.skip_reason = Some(refused);
                 return report;
             }
             Err(e) => {
@@ -268,17 +437,58 @@ impl SyncService {
                 tracing::warn!(account = %target.account_id, region, error = %e, "could not close abandoned sync runs")
             }
         }
-        let iam = iam.get_or_init(|| self.refresh_iam(target)).await;
-        let report = self.sync_region(target, region, report, iam).await;
+        let work = async {
+            let iam = iam.get_or_init(|| self.refresh_iam(target)).await;
+            self.sync_region(target, region, report, iam).await
+        };
+        tokio::pin!(work);
+        // Renewal stops only when the lease is lost; the fenced write then refuses the results.
+        let report = tokio::select! {
+            report = &mut work => report,
+            () = self.keep_lease(&target.account_id, region) => work.await,
+        };
         let finished = (!report.failed()).then(|| self.clock.now());
-        if let Err(e) = self
+        match self
             .store
             .release_region(&target.account_id, region, &self.owner, finished)
             .await
         {
-            tracing::warn!(account = %target.account_id, region, error = %e, "could not release the region lease; it expires by itself");
+            Ok(()) => {
+                self.passes.held().remove(&key);
+            }
+            Err(e) => {
+                tracing::warn!(account = %target.account_id, region, error = %e, "could not release the region lease; the next pass or shutdown retries")
+            }
         }
         report
+    }
+
+    /// Renews the region's lease every third of its length; returns only when it was lost
+    /// (another replica took it over after it expired).
+    async fn keep_lease(&self, account_id: &str, region: &str) {
+        let lease = chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::minutes(30));
+        loop {
+            tokio::time::sleep((self.lease / 3).max(Duration::from_millis(100))).await;
+            match self
+                .store
+                .renew_region(account_id, region, &self.owner, self.clock.now() + lease)
+                .await
+            {
+                Ok(true) => tracing::debug!(account = account_id, region, "sync lease renewed"),
+                Ok(false) => {
+                    tracing::warn!(
+                        account = account_id,
+                        region,
+                        "sync lease lost to another replica: this pass's results will not be written"
+                    );
+                    return;
+                }
+                // A database hiccup: the lease still runs; try again at the next renewal.
+                Err(e) => {
+                    tracing::warn!(account = account_id, region, error = %e, "could not renew the sync lease")
+                }
+            }
+        }
     }
 
     /// Syncs one account·region and records the run.
@@ -307,7 +517,11 @@ impl SyncService {
             Ok((sync, failures)) => {
                 report.keys_seen = sync.listed.len() as u64;
                 report.keys_failed = failures.len() as u64;
-                match self.store.apply_region_sync(&sync).await {
+                match self
+                    .store
+                    .apply_region_sync_fenced(&sync, &self.owner)
+                    .await
+                {
                     Ok(outcome) => {
                         report.outcome = outcome;
                         if let Some(first) = failures.first() {
@@ -448,10 +662,20 @@ impl SyncService {
 /// A human summary line per account·region, for `keyward sync --once`.
 pub fn summary_line(r: &RegionReport) -> String {
     if r.skipped {
-        return format!(
-            "{} {}: skipped (another replica holds it)",
-            r.account_id, r.region
-        );
+        let why = match &r.skip_reason {
+            Some(RegionClaim::Held { owner: Some(owner) }) => {
+                format!("held by another replica: {owner}")
+            }
+            Some(RegionClaim::Held { owner: None }) | None => {
+                "another replica is claiming it right now".to_string()
+            }
+            Some(RegionClaim::NotDue { last_finished_at }) => format!(
+                "not due yet: its last pass finished at {}",
+                last_finished_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            Some(RegionClaim::Claimed) => "claimed".to_string(),
+        };
+        return format!("{} {}: skipped ({why})", r.account_id, r.region);
     }
     let counts = format!(
         "{} keys, {} changed, {} new policy versions, {} findings opened, {} resolved, {} keys deleted",

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{NewAuditEvent, Store, SyncRunRow};
-use crate::sync::{Due, SyncService, Target};
+use crate::sync::{Due, SyncError, SyncService, Target};
 use auth::Caller;
 use error::{ApiError, Problem};
 
@@ -62,7 +62,8 @@ impl SyncTrigger {
         self.running.load(Ordering::SeqCst)
     }
 
-    /// Starts a pass unless one is running; false when one was.
+    /// Starts a pass unless one started here is running; false when one was. Passes of one
+    /// process run one at a time, so a pass the scheduler is running finishes first.
     pub fn start(&self) -> bool {
         if self.running.swap(true, Ordering::SeqCst) {
             return false;
@@ -71,8 +72,12 @@ impl SyncTrigger {
         let targets = self.targets.clone();
         let running = self.running.clone();
         tokio::spawn(async move {
-            if let Err(e) = service.run_pass(&targets, None, Due::Always).await {
-                tracing::error!(error = %e, "requested sync pass could not run");
+            match service.run_pass(&targets, None, Due::Always).await {
+                Ok(_) => {}
+                Err(e @ (SyncError::Abandoned | SyncError::ShuttingDown)) => {
+                    tracing::info!(reason = %e, "requested sync pass stopped by shutdown")
+                }
+                Err(e) => tracing::error!(error = %e, "requested sync pass could not run"),
             }
             running.store(false, Ordering::SeqCst);
         });
