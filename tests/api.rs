@@ -50,6 +50,7 @@ fn record(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         grants: Vec::new(),
+        metadata: Default::default(),
     }
 }
 
@@ -91,6 +92,7 @@ async fn apply(store: &dyn Store, account: &str, region: &str, at: i64, updates:
             listed,
             listing_complete: false,
             updates,
+            unread: Vec::new(),
         })
         .await
         .expect("seed");

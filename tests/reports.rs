@@ -60,6 +60,7 @@ fn record(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         grants: Vec::new(),
+        metadata: Default::default(),
     }
 }
 
@@ -114,6 +115,7 @@ async fn apply(
             listed,
             listing_complete: false,
             updates,
+            unread: Vec::new(),
         })
         .await
         .expect("seed");

@@ -143,6 +143,7 @@ pub async fn key_detail(
         deletion_date: record.deletion_date,
         tags: record.tags,
         grants: record.grants.into_iter().map(GrantView::from).collect(),
+        metadata: record.metadata,
         findings: findings
             .into_iter()
             .filter(|f| f.status != "resolved")
