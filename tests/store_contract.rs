@@ -4230,7 +4230,11 @@ async fn iam_inventory_change_detection_and_errors(store: &dyn Store) {
             .await
             .expect("same")
     );
-    let unchanged = store.iam_inventory(ACCOUNT).await.expect("row").expect("some");
+    let unchanged = store
+        .iam_inventory(ACCOUNT)
+        .await
+        .expect("row")
+        .expect("some");
     assert_eq!(unchanged.fetched_at, Some(t(10)));
     let run = store
         .start_sync_run(ACCOUNT, REGION, t(20))
@@ -4249,7 +4253,11 @@ async fn iam_inventory_change_detection_and_errors(store: &dyn Store) {
         )
         .await
         .expect("finish");
-    let checked = store.iam_inventory(ACCOUNT).await.expect("row").expect("some");
+    let checked = store
+        .iam_inventory(ACCOUNT)
+        .await
+        .expect("row")
+        .expect("some");
     assert_eq!(
         (checked.fetched_at, checked.changed_at),
         (Some(t(20)), Some(t(10)))

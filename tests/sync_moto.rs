@@ -706,7 +706,11 @@ async fn unchanged_resync_rows(db: &db::TestDb) {
     let mut arns = Vec::new();
     for region in REGIONS {
         let kms = moto.kms_client_for(&account, region).await;
-        arns.push(seed_key(&kms, &default_policy(&account), "default").await.arn);
+        arns.push(
+            seed_key(&kms, &default_policy(&account), "default")
+                .await
+                .arn,
+        );
         arns.push(seed_key(&kms, &fixed_policy(&account), "fixed").await.arn);
     }
     let h = harness(store.clone());
@@ -733,8 +737,15 @@ async fn unchanged_resync_rows(db: &db::TestDb) {
     for table in after.keys() {
         let (added, removed) = rows::table_diff(&before, &after, table);
         if table == "sync_runs" {
-            assert_eq!(added.len(), REGIONS.len(), "one new run per region: {added:?}");
-            assert!(removed.is_empty(), "old runs stay as they were: {removed:?}");
+            assert_eq!(
+                added.len(),
+                REGIONS.len(),
+                "one new run per region: {added:?}"
+            );
+            assert!(
+                removed.is_empty(),
+                "old runs stay as they were: {removed:?}"
+            );
         } else {
             assert!(
                 added.is_empty() && removed.is_empty(),
@@ -749,7 +760,10 @@ async fn unchanged_resync_rows(db: &db::TestDb) {
     }
     // The IAM inventory row was not rewritten, yet reads as checked by this pass.
     let checked = store.iam_inventory(&account).await.unwrap().unwrap();
-    assert!(checked.fetched_at > checked_before.fetched_at, "{checked:?}");
+    assert!(
+        checked.fetched_at > checked_before.fetched_at,
+        "{checked:?}"
+    );
     assert_eq!(checked.changed_at, checked_before.changed_at);
 }
 
@@ -771,14 +785,20 @@ async fn policy_versions_last_seen(store: Arc<dyn Store>) {
         let store = store.clone();
         async move { store.policy_versions(&arn).await.unwrap().pop().unwrap() }
     };
-    let (read_1, failing_1) = (version(read.arn.clone()).await, version(failing.arn.clone()).await);
+    let (read_1, failing_1) = (
+        version(read.arn.clone()).await,
+        version(failing.arn.clone()).await,
+    );
     h.faults
         .lock()
         .unwrap()
         .failing_keys
         .insert(failing.key_id.clone());
     pass(&h, &targets).await;
-    let (read_2, failing_2) = (version(read.arn.clone()).await, version(failing.arn.clone()).await);
+    let (read_2, failing_2) = (
+        version(read.arn.clone()).await,
+        version(failing.arn.clone()).await,
+    );
     assert_eq!(read_2.id, read_1.id, "the same version");
     assert!(read_2.last_seen > read_1.last_seen, "fetched again");
     assert_eq!(failing_2, failing_1, "not fetched: the stamp stays");
@@ -796,7 +816,10 @@ async fn policy_versions_last_seen(store: Arc<dyn Store>) {
             .map(|f| f["policy_fetched_at"].clone())
             .unwrap()
     };
-    assert_eq!(fetched_at(&read.arn), serde_json::to_value(read_2.last_seen).unwrap());
+    assert_eq!(
+        fetched_at(&read.arn),
+        serde_json::to_value(read_2.last_seen).unwrap()
+    );
     assert_eq!(
         fetched_at(&failing.arn),
         serde_json::to_value(failing_1.last_seen).unwrap()
@@ -840,8 +863,10 @@ async fn failed_key_keeps_state(store: Arc<dyn Store>) {
             f
         }
     };
-    let (row_before, findings_before) =
-        (row(failing.arn.clone()).await, findings(failing.arn.clone()).await);
+    let (row_before, findings_before) = (
+        row(failing.arn.clone()).await,
+        findings(failing.arn.clone()).await,
+    );
     let versions_before = store.policy_versions(&failing.arn).await.unwrap();
 
     // both keys are fixed and tagged in AWS; one cannot be read (throttled beyond retries)
@@ -875,7 +900,10 @@ async fn failed_key_keeps_state(store: Arc<dyn Store>) {
     // README "Sync": the run is failed (so the region is due again), the key untouched
     assert!(reports[0].failed(), "{reports:?}");
     assert_eq!(reports[0].keys_failed, 1);
-    assert_eq!(reports[0].outcome.keys_changed, 1, "the healthy key changed");
+    assert_eq!(
+        reports[0].outcome.keys_changed, 1,
+        "the healthy key changed"
+    );
     assert_eq!(row(failing.arn.clone()).await, row_before);
     assert_eq!(findings(failing.arn.clone()).await, findings_before);
     assert!(
@@ -883,7 +911,10 @@ async fn failed_key_keeps_state(store: Arc<dyn Store>) {
             .iter()
             .any(|(rule, status, ..)| rule == "KMS-DELEGATION" && status == "open")
     );
-    assert_eq!(store.policy_versions(&failing.arn).await.unwrap(), versions_before);
+    assert_eq!(
+        store.policy_versions(&failing.arn).await.unwrap(),
+        versions_before
+    );
     assert!(
         !open_rules(store.as_ref(), &healthy.arn)
             .await
@@ -892,7 +923,10 @@ async fn failed_key_keeps_state(store: Arc<dyn Store>) {
     let run = store.latest_sync_runs().await.unwrap();
     let run = run.iter().find(|r| r.account_id == account).unwrap();
     assert_eq!(run.status, "failed");
-    assert!(run.error.as_deref().unwrap().contains("left as they were"), "{run:?}");
+    assert!(
+        run.error.as_deref().unwrap().contains("left as they were"),
+        "{run:?}"
+    );
 }
 
 on_both_databases!(
@@ -933,7 +967,10 @@ async fn refused_reads_keep_metadata(store: Arc<dyn Store>) {
         async move { store.find_keys(&arn).await.unwrap().pop().unwrap() }
     };
     let first = stored().await;
-    assert_eq!(first.key.tags.get("team").map(String::as_str), Some("payments"));
+    assert_eq!(
+        first.key.tags.get("team").map(String::as_str),
+        Some("payments")
+    );
     assert_eq!(first.key.grants.len(), 1);
     assert!(first.key.metadata.unread_operations.is_empty());
     let rules_before = open_rules(store.as_ref(), &key.arn).await;
@@ -945,7 +982,10 @@ async fn refused_reads_keep_metadata(store: Arc<dyn Store>) {
         f.denied_grants.insert(key.key_id.clone());
     }
     let reports = pass(&h, &targets).await;
-    assert!(!reports[0].failed(), "a refusal is not a failure: {reports:?}");
+    assert!(
+        !reports[0].failed(),
+        "a refusal is not a failure: {reports:?}"
+    );
     let second = stored().await;
     assert_eq!(second.key.tags, first.key.tags);
     assert_eq!(second.key.grants, first.key.grants);
@@ -981,7 +1021,13 @@ async fn refused_reads_keep_metadata(store: Arc<dyn Store>) {
         first.key.metadata.encryption_algorithms
     );
     assert_eq!(third.key.metadata.unread_operations, vec!["DescribeKey"]);
-    assert!(third.policy_error.as_deref().unwrap().contains("DescribeKey"));
+    assert!(
+        third
+            .policy_error
+            .as_deref()
+            .unwrap()
+            .contains("DescribeKey")
+    );
     assert_eq!(
         open_rules(store.as_ref(), &key.arn).await,
         vec!["KMS-ROTATION-DISABLED", "KMS-UNREADABLE"]
@@ -1151,7 +1197,12 @@ async fn export_matches_moto(store: Arc<dyn Store>) {
                 let rotation = if state == "PendingDeletion" {
                     None
                 } else {
-                    let r = kms.get_key_rotation_status().key_id(id).send().await.unwrap();
+                    let r = kms
+                        .get_key_rotation_status()
+                        .key_id(id)
+                        .send()
+                        .await
+                        .unwrap();
                     Some(r.key_rotation_enabled())
                 };
                 let mut names: Vec<String> = aliases
@@ -1177,13 +1228,11 @@ async fn export_matches_moto(store: Arc<dyn Store>) {
                     key_manager: KeyManager::Customer,
                     trusted_accounts: &[],
                 };
-                let deletion = meta
-                    .deletion_date()
-                    .map(|d| {
-                        chrono::DateTime::from_timestamp(d.secs(), d.subsec_nanos())
-                            .unwrap()
-                            .to_rfc3339()
-                    });
+                let deletion = meta.deletion_date().map(|d| {
+                    chrono::DateTime::from_timestamp(d.secs(), d.subsec_nanos())
+                        .unwrap()
+                        .to_rfc3339()
+                });
                 let mut rules: Vec<String> = policy::evaluate(&text, &context)
                     .into_iter()
                     .chain(policy::evaluate_key(&KeyFacts {
@@ -1232,8 +1281,10 @@ async fn export_matches_moto(store: Arc<dyn Store>) {
     exported.sort_by_key(|k| k["arn"].as_str().unwrap().to_string());
     assert_eq!(exported, expected_keys);
 
-    let mut exported_rules: BTreeMap<String, Vec<String>> =
-        expected_rules.keys().map(|k| (k.clone(), Vec::new())).collect();
+    let mut exported_rules: BTreeMap<String, Vec<String>> = expected_rules
+        .keys()
+        .map(|k| (k.clone(), Vec::new()))
+        .collect();
     for f in export["findings"].as_array().unwrap() {
         if let Some(rules) = exported_rules.get_mut(f["key_arn"].as_str().unwrap()) {
             assert_eq!(f["status"], "open", "{f}");
@@ -1248,7 +1299,10 @@ async fn export_matches_moto(store: Arc<dyn Store>) {
     // the scenario is not vacuous: delegation, public, pending deletion and clean keys all occur
     let all: Vec<&String> = expected_rules.values().flatten().collect();
     for rule in ["KMS-DELEGATION", "KMS-PUBLIC", "KMS-PENDING-DELETION"] {
-        assert!(all.iter().any(|r| *r == rule), "{rule} in {expected_rules:?}");
+        assert!(
+            all.iter().any(|r| *r == rule),
+            "{rule} in {expected_rules:?}"
+        );
     }
     assert!(expected_rules.values().any(Vec::is_empty));
 }

@@ -85,9 +85,7 @@ pub struct KeyRecord {
 /// document: none of them is filtered or sorted on, and a JSON column takes fields AWS adds
 /// later without another migration. `CustomerMasterKeySpec` is left out: it is the deprecated
 /// twin of `key_spec`.
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct KeyMetadataExtra {
     /// `Enabled`; `None` when DescribeKey could not be read.

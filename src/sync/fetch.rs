@@ -395,14 +395,18 @@ mod tests {
             text: "{not json".into(),
             sha256: sha256_hex("{not json"),
         };
-        let public = r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}]}"#;
+        let public =
+            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}]}"#;
         let public = PolicyState::Readable {
             text: public.into(),
             sha256: sha256_hex(public),
         };
         let aws = record("AWS", "PendingDeletion");
         assert!(rules(&aws, &unreadable).is_empty(), "no KMS-UNREADABLE");
-        assert!(rules(&aws, &public).is_empty(), "no policy or key-level rule");
+        assert!(
+            rules(&aws, &public).is_empty(),
+            "no policy or key-level rule"
+        );
         assert_eq!(rules(&aws, &invalid), vec!["KMS-INVALID"]);
         // customer managed keys get the same inputs judged in full
         let customer = record("CUSTOMER", "Enabled");

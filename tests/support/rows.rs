@@ -69,7 +69,9 @@ async fn sqlite_rows(url: &str) -> BTreeMap<String, Vec<String>> {
 }
 
 async fn postgres_rows(url: &str) -> BTreeMap<String, Vec<String>> {
-    let mut conn = PgConnection::connect(url).await.expect("connect to Postgres");
+    let mut conn = PgConnection::connect(url)
+        .await
+        .expect("connect to Postgres");
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables \
          WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' \
