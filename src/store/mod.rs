@@ -773,8 +773,9 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Vec<KeyFingerprint>>;
     /// Applies one account·region's sync results atomically: changed keys are written with new
     /// policy versions (only when the hash changed) and reconciled findings; listed keys get
-    /// their last-seen stamp; with a complete listing, keys not listed are marked deleted and
-    /// their open findings resolved.
+    /// their last-seen stamp, and those read this pass (not in `unread`) a last-seen stamp on
+    /// their current policy version; with a complete listing, keys not listed are marked
+    /// deleted and their open findings resolved.
     async fn apply_region_sync(&self, sync: &RegionSync) -> StoreResult<RegionSyncOutcome>;
 
     /// Opens a sync run row (status `running`).
