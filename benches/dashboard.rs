@@ -78,6 +78,7 @@ fn key_update(region: &str, i: usize) -> KeyUpdate {
                 .into_iter()
                 .collect(),
             grants: vec![],
+            metadata: Default::default(),
         },
         fingerprint: format!("fp-{i}"),
         policy: PolicyState::Readable {
@@ -126,6 +127,7 @@ fn main() {
                         listed: updates.iter().map(|u| u.key.arn.clone()).collect(),
                         listing_complete: false,
                         updates,
+                        unread: Vec::new(),
                     })
                     .await
                     .expect("seed");

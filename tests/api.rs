@@ -52,6 +52,7 @@ fn record(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         grants: Vec::new(),
+        metadata: Default::default(),
     }
 }
 
@@ -93,6 +94,7 @@ async fn apply(store: &dyn Store, account: &str, region: &str, at: i64, updates:
             listed,
             listing_complete: false,
             updates,
+            unread: Vec::new(),
         })
         .await
         .expect("seed");
@@ -506,6 +508,7 @@ async fn key_filters_and_pagination(db: db::TestDb) {
             listed: Vec::new(),
             listing_complete: true,
             updates: Vec::new(),
+            unread: Vec::new(),
         })
         .await
         .unwrap();
@@ -514,7 +517,7 @@ async fn key_filters_and_pagination(db: db::TestDb) {
         ("status=live", &["k-clean", "k-deleg"]),
         ("status=open", &["k-clean", "k-deleg"]),
         ("status=all", &["k-clean", "k-deleg", "k-public"]),
-        ("status=deleted", &["k-clean", "k-deleg", "k-public"]),
+        ("status=deleted", &["k-public"]),
         ("status=all&q=prod-blue", &["k-public"]),
     ] {
         let (status, body) = s.get("viewer", &format!("/api/v1/keys?{query}")).await;

@@ -67,6 +67,7 @@ fn record(id: &str, alias: &str, tags: &[(&str, &str)]) -> KeyRecord {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         grants: vec![],
+        metadata: Default::default(),
     }
 }
 
@@ -134,6 +135,7 @@ async fn seed(store: &dyn Store) {
             listed: updates.iter().map(|u| u.key.arn.clone()).collect(),
             listing_complete: false,
             updates,
+            unread: Vec::new(),
         })
         .await
         .expect("seed keys");
@@ -184,6 +186,7 @@ impl KmsSource for FakeKms {
             multi_region: false,
             creation_date: None,
             deletion_date: None,
+            extra: Default::default(),
         })
     }
     async fn get_key_policy(&self, key_id: &str) -> Result<String, AwsError> {
@@ -1152,6 +1155,7 @@ async fn diff_lines_are_single_spaced_on_every_page_that_shows_one() {
                 &changed,
                 vec![finding("KMS-DELEGATION", "high", 0)],
             )],
+            unread: Vec::new(),
         })
         .await
         .unwrap();

@@ -59,6 +59,7 @@ fn record(account: &str, id: &str) -> KeyRecord {
         aliases: vec![],
         tags: BTreeMap::new(),
         grants: vec![],
+        metadata: Default::default(),
     }
 }
 
@@ -89,6 +90,7 @@ async fn sync(store: &dyn Store, account: &str, updates: Vec<KeyUpdate>) {
             listed: updates.iter().map(|u| u.key.arn.clone()).collect(),
             listing_complete: false,
             updates,
+            unread: Vec::new(),
         })
         .await
         .expect("seed keys");

@@ -40,6 +40,7 @@ fn key(id: &str, aliases: &[&str]) -> KeyRecord {
         aliases: aliases.iter().map(|a| a.to_string()).collect(),
         tags: Default::default(),
         grants: Vec::new(),
+        metadata: Default::default(),
     }
 }
 
@@ -118,6 +119,7 @@ async fn seed(dir: &Path) -> PathBuf {
                 listed: updates.iter().map(|u| u.key.arn.clone()).collect(),
                 listing_complete: true,
                 updates,
+                unread: Vec::new(),
             })
             .await
             .unwrap();

@@ -61,6 +61,7 @@ fn record(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         grants: Vec::new(),
+        metadata: Default::default(),
     }
 }
 
@@ -115,6 +116,7 @@ async fn apply(
             listed,
             listing_complete: false,
             updates,
+            unread: Vec::new(),
         })
         .await
         .expect("seed");

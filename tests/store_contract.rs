@@ -13,6 +13,7 @@ use keyward::store::{
     SessionRow, Store, StoreError, StoreStats, SyncRunFinish, WaiverScope, WebhookSubscription,
     audit_hash,
 };
+use keyward::store::{KeyMetadataExtra, MultiRegionConfig, MultiRegionKeyRef};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -64,6 +65,22 @@ fn key_in(region: &str, id: &str) -> KeyRecord {
             issuing_account: Some(format!("arn:aws:iam::{ACCOUNT}:root")),
             operations: vec!["Decrypt".into(), "Encrypt".into()],
         }],
+        // Non-default, so the round-trip tests cover the metadata column on both backends.
+        metadata: KeyMetadataExtra {
+            enabled: Some(true),
+            encryption_algorithms: vec!["SYMMETRIC_DEFAULT".into()],
+            valid_to: Utc.timestamp_opt(1_900_000_000, 654_321_000).single(),
+            pending_deletion_window_in_days: Some(7),
+            multi_region_configuration: Some(MultiRegionConfig {
+                key_type: Some("PRIMARY".into()),
+                primary_key: Some(MultiRegionKeyRef {
+                    arn: Some(arn_in(region, id)),
+                    region: Some(region.into()),
+                }),
+                replica_keys: Vec::new(),
+            }),
+            ..KeyMetadataExtra::default()
+        },
     }
 }
 
@@ -117,6 +134,7 @@ fn region_sync(
         listed: listed.to_vec(),
         listing_complete: complete,
         updates,
+        unread: Vec::new(),
     }
 }
 
@@ -331,6 +349,7 @@ async fn unchanged_resync_only_stamps_last_seen(store: &dyn Store) {
     let keys_before = store.list_keys(true).await.expect("keys");
     let findings_before = store.list_findings(true).await.expect("findings");
     let versions_before = store.policy_versions(&a.arn).await.expect("versions");
+    let versions_before_b = store.policy_versions(&b.arn).await.expect("versions");
     let fingerprints_before = store.key_fingerprints(ACCOUNT, REGION).await.expect("fps");
 
     for (i, complete) in [(1, true), (2, false)] {
@@ -340,19 +359,36 @@ async fn unchanged_resync_only_stamps_last_seen(store: &dyn Store) {
             .expect("unchanged re-sync");
         assert_eq!(outcome, RegionSyncOutcome::default(), "nothing changed");
     }
+    // b could not be read in a third pass: seen in the listing, but its policy not fetched.
+    let mut unread_b = region_sync(t(180), &listed, true, vec![]);
+    unread_b.unread = vec![b.arn.clone()];
+    store
+        .apply_region_sync(&unread_b)
+        .await
+        .expect("re-sync with an unread key");
 
     let keys_after = store.list_keys(true).await.expect("keys");
     assert_eq!(keys_after.len(), keys_before.len());
     for (before, after) in keys_before.iter().zip(&keys_after) {
-        assert_eq!(after.last_seen, t(120), "the only write: last_seen");
+        assert_eq!(after.last_seen, t(180), "the only write: last_seen");
         assert_eq!(after.first_seen, before.first_seen);
         let mut expected = before.clone();
-        expected.last_seen = t(120);
+        expected.last_seen = t(180);
         assert_eq!(after, &expected);
     }
+    // The current policy version was fetched again in every pass that read the key.
+    let mut expected = versions_before.clone();
+    expected[0].last_seen = t(180);
     assert_eq!(
         store.policy_versions(&a.arn).await.expect("versions"),
-        versions_before
+        expected
+    );
+    let mut expected = versions_before_b.clone();
+    expected[0].last_seen = t(120);
+    assert_eq!(
+        store.policy_versions(&b.arn).await.expect("versions"),
+        expected,
+        "an unread key's policy version keeps the last time it was fetched"
     );
     assert_eq!(
         store.key_fingerprints(ACCOUNT, REGION).await.expect("fps"),
@@ -363,7 +399,7 @@ async fn unchanged_resync_only_stamps_last_seen(store: &dyn Store) {
     for (before, after) in findings_before.iter().zip(&findings_after) {
         // An open finding of a present key is as fresh as its key.
         let mut expected = before.clone();
-        expected.last_seen = t(120);
+        expected.last_seen = t(180);
         assert_eq!(after, &expected);
     }
 }
@@ -4769,12 +4805,45 @@ async fn iam_inventory_change_detection_and_errors(store: &dyn Store) {
             last_error_at: None,
         }
     );
-    // The same content: only the fetch time moves.
+    // The same content writes nothing; the fetch time comes from the account's last finished
+    // sync run whose IAM read succeeded.
     assert!(
         !store
             .save_iam_inventory(ACCOUNT, "h1", "{\"v\":1}", t(20))
             .await
             .expect("same")
+    );
+    let unchanged = store
+        .iam_inventory(ACCOUNT)
+        .await
+        .expect("row")
+        .expect("some");
+    assert_eq!(unchanged.fetched_at, Some(t(10)));
+    let run = store
+        .start_sync_run(ACCOUNT, REGION, t(20))
+        .await
+        .expect("run");
+    store
+        .finish_sync_run(
+            run,
+            &SyncRunFinish {
+                finished_at: t(21),
+                keys_seen: 0,
+                outcome: RegionSyncOutcome::default(),
+                error: None,
+                iam_error: None,
+            },
+        )
+        .await
+        .expect("finish");
+    let checked = store
+        .iam_inventory(ACCOUNT)
+        .await
+        .expect("row")
+        .expect("some");
+    assert_eq!(
+        (checked.fetched_at, checked.changed_at),
+        (Some(t(20)), Some(t(10)))
     );
     // A failure never clears the inventory.
     store

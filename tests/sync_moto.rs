@@ -7,6 +7,8 @@ mod db;
 mod faults;
 #[path = "support/moto.rs"]
 mod moto;
+#[path = "support/rows.rs"]
+mod rows;
 
 use keyward::aws::{AccountAccess, KmsConnector, SdkConnector};
 use keyward::clock::SystemClock;
@@ -661,4 +663,647 @@ async fn iam_inventory_and_findings(store: Arc<dyn Store>) {
     let fresh = store.iam_inventory(&account).await.unwrap().expect("fresh");
     assert_ne!(fresh.sha256, stored.sha256);
     assert_eq!(fresh.last_error, None);
+}
+
+/// Runs a scenario that reads the database behind the store's back, on both databases.
+macro_rules! on_both_raw_databases {
+    ($name:ident, $scenario:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let sqlite = db::sqlite().await;
+            $scenario(&sqlite).await;
+            if let Some(pg) = db::postgres().await {
+                $scenario(&pg).await;
+            }
+        }
+    };
+}
+
+on_both_raw_databases!(
+    an_unchanged_resync_writes_only_the_run_and_stamps,
+    unchanged_resync_rows
+);
+
+/// Columns an unchanged re-sync may write: the last-seen stamps and the region's lease.
+const STAMPS: [(&str, &str); 5] = [
+    ("keys", "last_seen"),
+    ("policy_versions", "last_seen"),
+    ("sync_leases", "owner"),
+    ("sync_leases", "lease_until"),
+    ("sync_leases", "last_finished_at"),
+];
+
+async fn unchanged_resync_rows(db: &db::TestDb) {
+    let store = db.shared();
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let iam = moto.iam_client_for(&account).await;
+    iam.create_role()
+        .role_name("app")
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    let mut arns = Vec::new();
+    for region in REGIONS {
+        let kms = moto.kms_client_for(&account, region).await;
+        arns.push(
+            seed_key(&kms, &default_policy(&account), "default")
+                .await
+                .arn,
+        );
+        arns.push(seed_key(&kms, &fixed_policy(&account), "fixed").await.arn);
+    }
+    let h = harness(store.clone());
+    let targets = [target(&account, &REGIONS)];
+    let first = pass(&h, &targets).await;
+    assert!(first.iter().all(|r| !r.failed()), "{first:?}");
+    assert!(
+        store.iam_inventory(&account).await.unwrap().is_some(),
+        "the IAM inventory is part of the pass"
+    );
+    let before_all = rows::table_rows(db.url(), &[]).await;
+    let before = rows::table_rows(db.url(), &STAMPS).await;
+    let checked_before = store.iam_inventory(&account).await.unwrap().unwrap();
+
+    let again = pass(&h, &targets).await;
+    assert!(again.iter().all(|r| !r.failed()), "{again:?}");
+    let after_all = rows::table_rows(db.url(), &[]).await;
+    let after = rows::table_rows(db.url(), &STAMPS).await;
+
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for table in after.keys() {
+        let (added, removed) = rows::table_diff(&before, &after, table);
+        if table == "sync_runs" {
+            assert_eq!(
+                added.len(),
+                REGIONS.len(),
+                "one new run per region: {added:?}"
+            );
+            assert!(
+                removed.is_empty(),
+                "old runs stay as they were: {removed:?}"
+            );
+        } else {
+            assert!(
+                added.is_empty() && removed.is_empty(),
+                "the unchanged re-sync wrote {table}: added {added:?}, removed {removed:?}"
+            );
+        }
+    }
+    // The stamps did move: every key was seen, and every current policy version fetched, again.
+    for table in ["keys", "policy_versions"] {
+        let (added, _) = rows::table_diff(&before_all, &after_all, table);
+        assert_eq!(added.len(), arns.len(), "{table}: {added:?}");
+    }
+    // The IAM inventory row was not rewritten, yet reads as checked by this pass.
+    let checked = store.iam_inventory(&account).await.unwrap().unwrap();
+    assert!(
+        checked.fetched_at > checked_before.fetched_at,
+        "{checked:?}"
+    );
+    assert_eq!(checked.changed_at, checked_before.changed_at);
+}
+
+on_both_databases!(
+    policy_fetched_at_follows_the_last_fetch,
+    policy_versions_last_seen
+);
+
+async fn policy_versions_last_seen(store: Arc<dyn Store>) {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let read = seed_key(&kms, &default_policy(&account), "read").await;
+    let failing = seed_key(&kms, &default_policy(&account), "failing").await;
+    let h = harness(store.clone());
+    let targets = [target(&account, &["us-east-1"])];
+    pass(&h, &targets).await;
+    let version = |arn: String| {
+        let store = store.clone();
+        async move { store.policy_versions(&arn).await.unwrap().pop().unwrap() }
+    };
+    let (read_1, failing_1) = (
+        version(read.arn.clone()).await,
+        version(failing.arn.clone()).await,
+    );
+    h.faults
+        .lock()
+        .unwrap()
+        .failing_keys
+        .insert(failing.key_id.clone());
+    pass(&h, &targets).await;
+    let (read_2, failing_2) = (
+        version(read.arn.clone()).await,
+        version(failing.arn.clone()).await,
+    );
+    assert_eq!(read_2.id, read_1.id, "the same version");
+    assert!(read_2.last_seen > read_1.last_seen, "fetched again");
+    assert_eq!(failing_2, failing_1, "not fetched: the stamp stays");
+    // the export says when each policy was last fetched
+    let export = keyward::report::json_export(store.as_ref(), false, chrono::Utc::now())
+        .await
+        .unwrap();
+    let export = serde_json::to_value(&export).unwrap();
+    let fetched_at = |arn: &str| {
+        export["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["key_arn"] == arn)
+            .map(|f| f["policy_fetched_at"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        fetched_at(&read.arn),
+        serde_json::to_value(read_2.last_seen).unwrap()
+    );
+    assert_eq!(
+        fetched_at(&failing.arn),
+        serde_json::to_value(failing_1.last_seen).unwrap()
+    );
+}
+
+on_both_databases!(
+    a_key_that_cannot_be_read_keeps_its_previous_state,
+    failed_key_keeps_state
+);
+
+async fn failed_key_keeps_state(store: Arc<dyn Store>) {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let healthy = seed_key(&kms, &default_policy(&account), "healthy").await;
+    let failing = seed_key(&kms, &default_policy(&account), "failing").await;
+    let h = harness(store.clone());
+    let targets = [target(&account, &["us-east-1"])];
+    pass(&h, &targets).await;
+    let row = |arn: String| {
+        let store = store.clone();
+        async move {
+            let mut row = store.find_keys(&arn).await.unwrap().pop().unwrap();
+            row.last_seen = chrono::DateTime::UNIX_EPOCH;
+            row
+        }
+    };
+    let findings = |arn: String| {
+        let store = store.clone();
+        async move {
+            let mut f: Vec<_> = store
+                .list_findings(true)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|f| f.key_arn == arn)
+                .map(|f| (f.rule_id, f.status, f.resolved_at, f.policy_sha256))
+                .collect();
+            f.sort();
+            f
+        }
+    };
+    let (row_before, findings_before) = (
+        row(failing.arn.clone()).await,
+        findings(failing.arn.clone()).await,
+    );
+    let versions_before = store.policy_versions(&failing.arn).await.unwrap();
+
+    // both keys are fixed and tagged in AWS; one cannot be read (throttled beyond retries)
+    for key in [&healthy, &failing] {
+        kms.put_key_policy()
+            .key_id(&key.key_id)
+            .policy_name("default")
+            .policy(fixed_policy(&account))
+            .send()
+            .await
+            .unwrap();
+        kms.tag_resource()
+            .key_id(&key.key_id)
+            .tags(
+                aws_sdk_kms::types::Tag::builder()
+                    .tag_key("team")
+                    .tag_value("payments")
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    h.faults
+        .lock()
+        .unwrap()
+        .failing_keys
+        .insert(failing.key_id.clone());
+    let reports = pass(&h, &targets).await;
+    // README "Sync": the run is failed (so the region is due again), the key untouched
+    assert!(reports[0].failed(), "{reports:?}");
+    assert_eq!(reports[0].keys_failed, 1);
+    assert_eq!(
+        reports[0].outcome.keys_changed, 1,
+        "the healthy key changed"
+    );
+    assert_eq!(row(failing.arn.clone()).await, row_before);
+    assert_eq!(findings(failing.arn.clone()).await, findings_before);
+    assert!(
+        findings_before
+            .iter()
+            .any(|(rule, status, ..)| rule == "KMS-DELEGATION" && status == "open")
+    );
+    assert_eq!(
+        store.policy_versions(&failing.arn).await.unwrap(),
+        versions_before
+    );
+    assert!(
+        !open_rules(store.as_ref(), &healthy.arn)
+            .await
+            .contains(&"KMS-DELEGATION".to_string())
+    );
+    let run = store.latest_sync_runs().await.unwrap();
+    let run = run.iter().find(|r| r.account_id == account).unwrap();
+    assert_eq!(run.status, "failed");
+    assert!(
+        run.error.as_deref().unwrap().contains("left as they were"),
+        "{run:?}"
+    );
+}
+
+on_both_databases!(
+    refused_reads_keep_the_stored_metadata,
+    refused_reads_keep_metadata
+);
+
+async fn refused_reads_keep_metadata(store: Arc<dyn Store>) {
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let key = seed_key(&kms, &default_policy(&account), "tagged").await;
+    kms.tag_resource()
+        .key_id(&key.key_id)
+        .tags(
+            aws_sdk_kms::types::Tag::builder()
+                .tag_key("team")
+                .tag_value("payments")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    kms.create_grant()
+        .key_id(&key.key_id)
+        .grantee_principal(format!("arn:aws:iam::{account}:role/app"))
+        .operations(aws_sdk_kms::types::GrantOperation::Decrypt)
+        .send()
+        .await
+        .unwrap();
+    let h = harness(store.clone());
+    let targets = [target(&account, &["us-east-1"])];
+    pass(&h, &targets).await;
+    let stored = || {
+        let store = store.clone();
+        let arn = key.arn.clone();
+        async move { store.find_keys(&arn).await.unwrap().pop().unwrap() }
+    };
+    let first = stored().await;
+    assert_eq!(
+        first.key.tags.get("team").map(String::as_str),
+        Some("payments")
+    );
+    assert_eq!(first.key.grants.len(), 1);
+    assert!(first.key.metadata.unread_operations.is_empty());
+    let rules_before = open_rules(store.as_ref(), &key.arn).await;
+
+    // tags and grants refused: the stored ones stay, and the refusal is named
+    {
+        let mut f = h.faults.lock().unwrap();
+        f.denied_tags.insert(key.key_id.clone());
+        f.denied_grants.insert(key.key_id.clone());
+    }
+    let reports = pass(&h, &targets).await;
+    assert!(
+        !reports[0].failed(),
+        "a refusal is not a failure: {reports:?}"
+    );
+    let second = stored().await;
+    assert_eq!(second.key.tags, first.key.tags);
+    assert_eq!(second.key.grants, first.key.grants);
+    assert_eq!(
+        second.key.metadata.unread_operations,
+        vec!["ListResourceTags", "ListGrants"]
+    );
+    assert_eq!(open_rules(store.as_ref(), &key.arn).await, rules_before);
+    // still refused: nothing changes any more
+    let again = pass(&h, &targets).await;
+    assert_eq!(again[0].outcome.keys_changed, 0, "{again:?}");
+
+    // DescribeKey refused too: the metadata stays, the blind spot is KMS-UNREADABLE, and the
+    // key-level findings judged on the stored metadata stay open
+    h.faults
+        .lock()
+        .unwrap()
+        .denied_describe
+        .insert(key.key_id.clone());
+    let reports = pass(&h, &targets).await;
+    assert!(!reports[0].failed(), "{reports:?}");
+    let third = stored().await;
+    assert_eq!(third.key.key_manager, "CUSTOMER");
+    assert_eq!(third.key.key_state, first.key.key_state);
+    assert_eq!(third.key.key_spec, first.key.key_spec);
+    assert_eq!(third.key.description, "tagged");
+    assert_eq!(third.key.creation_date, first.key.creation_date);
+    assert_eq!(third.key.rotation_enabled, first.key.rotation_enabled);
+    assert_eq!(third.key.tags, first.key.tags);
+    assert_eq!(third.key.grants, first.key.grants);
+    assert_eq!(
+        third.key.metadata.encryption_algorithms,
+        first.key.metadata.encryption_algorithms
+    );
+    assert_eq!(third.key.metadata.unread_operations, vec!["DescribeKey"]);
+    assert!(
+        third
+            .policy_error
+            .as_deref()
+            .unwrap()
+            .contains("DescribeKey")
+    );
+    assert_eq!(
+        open_rules(store.as_ref(), &key.arn).await,
+        vec!["KMS-ROTATION-DISABLED", "KMS-UNREADABLE"]
+    );
+    let again = pass(&h, &targets).await;
+    assert_eq!(again[0].outcome.keys_changed, 0, "{again:?}");
+
+    // readable again: everything is read afresh
+    *h.faults.lock().unwrap() = faults::Faults::default();
+    pass(&h, &targets).await;
+    let fourth = stored().await;
+    assert!(fourth.key.metadata.unread_operations.is_empty());
+    assert_eq!(open_rules(store.as_ref(), &key.arn).await, rules_before);
+}
+
+on_both_databases!(
+    key_detail_shows_every_describe_key_field,
+    key_detail_metadata
+);
+
+async fn key_detail_metadata(store: Arc<dyn Store>) {
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    use tower::ServiceExt;
+    let moto = Moto::start();
+    let account = moto.fresh_account();
+    let kms = moto.kms_client_for(&account, "us-east-1").await;
+    let symmetric = seed_key(&kms, &default_policy(&account), "symmetric").await;
+    let signing = kms
+        .create_key()
+        .policy(default_policy(&account))
+        .key_spec(KeySpec::Rsa2048)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap();
+    let signing = signing.key_metadata().unwrap().key_id().to_string();
+    let h = harness(store.clone());
+    pass(&h, &[target(&account, &["us-east-1"])]).await;
+
+    store
+        .create_token(&keyward::store::NewToken {
+            name: "viewer".into(),
+            role: "viewer".into(),
+            sha256: keyward::web::auth::token_hash("secret-viewer"),
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let app = keyward::web::build_app(keyward::web::AppState {
+        store: store.clone(),
+        metrics: Arc::new(Metrics::new()),
+        clock: Arc::new(SystemClock),
+        sync: None,
+        remediation: None,
+        metrics_public: false,
+    });
+    let detail = |key_id: String| {
+        let app = app.clone();
+        async move {
+            let response = app
+                .oneshot(
+                    axum::http::Request::get(format!("/api/v1/keys/{key_id}"))
+                        .header("authorization", "Bearer secret-viewer")
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let sym = detail(symmetric.key_id.clone()).await;
+    assert_eq!(
+        sym["metadata"]["encryption_algorithms"],
+        serde_json::json!(["SYMMETRIC_DEFAULT"]),
+        "{sym}"
+    );
+    assert_eq!(sym["metadata"]["enabled"], true);
+    let sign = detail(signing).await;
+    let algorithms = sign["metadata"]["signing_algorithms"].as_array().unwrap();
+    assert!(
+        algorithms.contains(&serde_json::json!("RSASSA_PSS_SHA_256")),
+        "{sign}"
+    );
+    assert_eq!(sign["key_spec"], "RSA_2048");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_matches_what_moto_holds() {
+    let sqlite = db::sqlite().await;
+    export_matches_moto(sqlite.shared()).await;
+    if let Some(pg) = db::postgres().await {
+        export_matches_moto(pg.shared()).await;
+    }
+}
+
+/// Two accounts × two regions of varied keys, synced and exported, against moto read through
+/// a plain aws-sdk-kms client and judged by the engine.
+async fn export_matches_moto(store: Arc<dyn Store>) {
+    use keyward::policy::{self, EvalContext, KeyFacts, KeyManager};
+    use sha2::{Digest, Sha256};
+    use std::collections::BTreeMap;
+    let moto = Moto::start();
+    let accounts = [moto.fresh_account(), moto.fresh_account()];
+    for (n, account) in accounts.iter().enumerate() {
+        for region in REGIONS {
+            let kms = moto.kms_client_for(account, region).await;
+            let default = seed_key(&kms, &default_policy(account), "default").await;
+            kms.create_alias()
+                .alias_name(format!("alias/app-{n}-{region}"))
+                .target_key_id(&default.key_id)
+                .send()
+                .await
+                .unwrap();
+            let fixed = seed_key(&kms, &fixed_policy(account), "fixed").await;
+            kms.enable_key_rotation()
+                .key_id(&fixed.key_id)
+                .send()
+                .await
+                .unwrap();
+            seed_key(&kms, &public_policy(account), "public").await;
+            let leaving = seed_key(&kms, &fixed_policy(account), "leaving").await;
+            kms.schedule_key_deletion()
+                .key_id(&leaving.key_id)
+                .pending_window_in_days(7)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let h = harness(store.clone());
+    let targets: Vec<Target> = accounts.iter().map(|a| target(a, &REGIONS)).collect();
+    let reports = pass(&h, &targets).await;
+    assert!(reports.iter().all(|r| !r.failed()), "{reports:?}");
+    let export = keyward::report::json_export(store.as_ref(), false, chrono::Utc::now())
+        .await
+        .unwrap();
+    let export = serde_json::to_value(&export).unwrap();
+
+    // What AWS (moto) holds, and what the engine says about it.
+    let mut expected_keys = Vec::new();
+    let mut expected_rules: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for account in &accounts {
+        for region in REGIONS {
+            let kms = moto.kms_client_for(account, region).await;
+            let aliases = kms.list_aliases().send().await.unwrap();
+            let listed = kms.list_keys().send().await.unwrap();
+            for k in listed.keys() {
+                let id = k.key_id().unwrap();
+                let meta = kms.describe_key().key_id(id).send().await.unwrap();
+                let meta = meta.key_metadata().unwrap();
+                let text = kms
+                    .get_key_policy()
+                    .key_id(id)
+                    .policy_name("default")
+                    .send()
+                    .await
+                    .unwrap()
+                    .policy()
+                    .unwrap()
+                    .to_string();
+                let state = meta.key_state().unwrap().as_str().to_string();
+                let rotation = if state == "PendingDeletion" {
+                    None
+                } else {
+                    let r = kms
+                        .get_key_rotation_status()
+                        .key_id(id)
+                        .send()
+                        .await
+                        .unwrap();
+                    Some(r.key_rotation_enabled())
+                };
+                let mut names: Vec<String> = aliases
+                    .aliases()
+                    .iter()
+                    .filter(|a| a.target_key_id() == Some(id))
+                    .map(|a| a.alias_name().unwrap().to_string())
+                    .collect();
+                names.sort();
+                let arn = meta.arn().unwrap().to_string();
+                expected_keys.push(serde_json::json!({
+                    "arn": arn,
+                    "key_id": id,
+                    "region": region,
+                    "account_id": account,
+                    "key_state": state,
+                    "key_manager": meta.key_manager().unwrap().as_str(),
+                    "aliases": names,
+                    "policy_sha256": hex::encode(Sha256::digest(text.as_bytes())),
+                }));
+                let context = EvalContext {
+                    account_id: account,
+                    key_manager: KeyManager::Customer,
+                    trusted_accounts: &[],
+                };
+                let deletion = meta.deletion_date().map(|d| {
+                    chrono::DateTime::from_timestamp(d.secs(), d.subsec_nanos())
+                        .unwrap()
+                        .to_rfc3339()
+                });
+                let mut rules: Vec<String> = policy::evaluate(&text, &context)
+                    .into_iter()
+                    .chain(policy::evaluate_key(&KeyFacts {
+                        key_manager: KeyManager::Customer,
+                        key_spec: meta.key_spec().unwrap().as_str(),
+                        key_state: &state,
+                        origin: meta.origin().unwrap().as_str(),
+                        rotation_enabled: rotation,
+                        deletion_date: deletion.as_deref(),
+                    }))
+                    .map(|f| f.rule_id.as_str().to_string())
+                    .collect();
+                rules.sort();
+                rules.dedup();
+                expected_rules.insert(arn, rules);
+            }
+        }
+    }
+    expected_keys.sort_by_key(|k| k["arn"].as_str().unwrap().to_string());
+    assert_eq!(expected_keys.len(), 16);
+
+    let fields = [
+        "arn",
+        "key_id",
+        "region",
+        "account_id",
+        "key_state",
+        "key_manager",
+        "aliases",
+        "policy_sha256",
+    ];
+    let mut exported: Vec<serde_json::Value> = export["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| accounts.iter().any(|a| k["account_id"] == a.as_str()))
+        .map(|k| {
+            serde_json::Value::Object(
+                fields
+                    .iter()
+                    .map(|f| (f.to_string(), k[*f].clone()))
+                    .collect(),
+            )
+        })
+        .collect();
+    exported.sort_by_key(|k| k["arn"].as_str().unwrap().to_string());
+    assert_eq!(exported, expected_keys);
+
+    let mut exported_rules: BTreeMap<String, Vec<String>> = expected_rules
+        .keys()
+        .map(|k| (k.clone(), Vec::new()))
+        .collect();
+    for f in export["findings"].as_array().unwrap() {
+        if let Some(rules) = exported_rules.get_mut(f["key_arn"].as_str().unwrap()) {
+            assert_eq!(f["status"], "open", "{f}");
+            rules.push(f["rule_id"].as_str().unwrap().to_string());
+        }
+    }
+    for rules in exported_rules.values_mut() {
+        rules.sort();
+        rules.dedup();
+    }
+    assert_eq!(exported_rules, expected_rules);
+    // the scenario is not vacuous: delegation, public, pending deletion and clean keys all occur
+    let all: Vec<&String> = expected_rules.values().flatten().collect();
+    for rule in ["KMS-DELEGATION", "KMS-PUBLIC", "KMS-PENDING-DELETION"] {
+        assert!(
+            all.iter().any(|r| *r == rule),
+            "{rule} in {expected_rules:?}"
+        );
+    }
+    assert!(expected_rules.values().any(Vec::is_empty));
 }

@@ -37,6 +37,7 @@ fn record(id: &str) -> KeyRecord {
         aliases: vec![],
         tags: Default::default(),
         grants: vec![],
+        metadata: Default::default(),
     }
 }
 
@@ -90,6 +91,7 @@ async fn seed(store: &dyn Store) {
             listed: updates.iter().map(|u| u.key.arn.clone()).collect(),
             listing_complete: true,
             updates,
+            unread: Vec::new(),
         })
         .await
         .expect("seed");

@@ -137,6 +137,7 @@ fn key(id: &str) -> KeyRecord {
         aliases: vec![],
         tags: BTreeMap::new(),
         grants: vec![],
+        metadata: Default::default(),
     }
 }
 
@@ -171,6 +172,7 @@ async fn seed(store: &dyn Store, n: usize) {
             listed: updates.iter().map(|u| u.key.arn.clone()).collect(),
             listing_complete: true,
             updates,
+            unread: Vec::new(),
         })
         .await
         .unwrap();

@@ -85,6 +85,8 @@ pub struct KeyMetadata {
     pub multi_region: bool,
     pub creation_date: Option<DateTime<Utc>>,
     pub deletion_date: Option<DateTime<Utc>>,
+    /// Every other field of the answer.
+    pub extra: crate::store::KeyMetadataExtra,
 }
 
 /// A grant, as ListGrants returns it.

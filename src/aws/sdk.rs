@@ -25,6 +25,7 @@ use super::{
     KmsWriter,
 };
 use crate::metrics::Metrics;
+use crate::store::{KeyMetadataExtra, MultiRegionConfig, MultiRegionKeyRef};
 
 /// Attempts per call, the first included. The SDK's standard mode backs off exponentially with
 /// full jitter (1 s base, 20 s cap) on throttling, 5xx and transient network errors; five attempts
@@ -513,6 +514,7 @@ impl KmsSource for SdkKms {
             multi_region: m.multi_region().unwrap_or(false),
             creation_date: m.creation_date().and_then(to_chrono),
             deletion_date: m.deletion_date().and_then(to_chrono),
+            extra: metadata_extra(m),
         })
     }
 
@@ -738,6 +740,40 @@ pub(super) fn incomplete(metrics: &Metrics, operation: &'static str, message: &s
         operation,
         code: "IncompleteResponse".to_string(),
         message: message.to_string(),
+    }
+}
+
+/// The DescribeKey fields that have no column of their own.
+fn metadata_extra(m: &aws_sdk_kms::types::KeyMetadata) -> KeyMetadataExtra {
+    fn names<T: AsRef<str>>(values: &[T]) -> Vec<String> {
+        values.iter().map(|v| v.as_ref().to_string()).collect()
+    }
+    let region_key = |k: &aws_sdk_kms::types::MultiRegionKey| MultiRegionKeyRef {
+        arn: k.arn().map(str::to_string),
+        region: k.region().map(str::to_string),
+    };
+    KeyMetadataExtra {
+        enabled: Some(m.enabled()),
+        encryption_algorithms: names(m.encryption_algorithms()),
+        signing_algorithms: names(m.signing_algorithms()),
+        mac_algorithms: names(m.mac_algorithms()),
+        key_agreement_algorithms: names(m.key_agreement_algorithms()),
+        valid_to: m.valid_to().and_then(to_chrono),
+        expiration_model: m.expiration_model().map(|v| v.as_str().to_string()),
+        pending_deletion_window_in_days: m.pending_deletion_window_in_days(),
+        custom_key_store_id: m.custom_key_store_id().map(str::to_string),
+        cloud_hsm_cluster_id: m.cloud_hsm_cluster_id().map(str::to_string),
+        multi_region_configuration: m.multi_region_configuration().map(|c| MultiRegionConfig {
+            key_type: c.multi_region_key_type().map(|v| v.as_str().to_string()),
+            primary_key: c.primary_key().map(region_key),
+            replica_keys: c.replica_keys().iter().map(region_key).collect(),
+        }),
+        xks_key_id: m
+            .xks_key_configuration()
+            .and_then(|x| x.id())
+            .map(str::to_string),
+        current_key_material_id: m.current_key_material_id().map(str::to_string),
+        unread_operations: Vec::new(),
     }
 }
 

@@ -148,13 +148,16 @@ pub(super) struct Listed {
     pub stamp: Vec<String>,
     /// Every key known present (listed or changed): never marked deleted by this sync.
     pub present: Vec<String>,
+    /// Stamped keys whose policy was read this pass: their current policy version gets its
+    /// last-seen stamp too.
+    pub policy_stamp: Vec<String>,
 }
 
 /// Splits a sync's listing into keys to stamp and keys known present.
 pub(super) fn listed(sync: &RegionSync) -> Listed {
     let changed: HashSet<&str> = sync.updates.iter().map(|u| u.key.arn.as_str()).collect();
     let mut seen = HashSet::new();
-    let stamp = sync
+    let stamp: Vec<String> = sync
         .listed
         .iter()
         .filter(|arn| !changed.contains(arn.as_str()) && seen.insert(arn.as_str()))
@@ -169,7 +172,36 @@ pub(super) fn listed(sync: &RegionSync) -> Listed {
         .filter(|arn| present_set.insert(*arn))
         .map(str::to_string)
         .collect();
-    Listed { stamp, present }
+    let unread: HashSet<&str> = sync.unread.iter().map(String::as_str).collect();
+    let policy_stamp = stamp
+        .iter()
+        .filter(|arn| !unread.contains(arn.as_str()))
+        .cloned()
+        .collect();
+    Listed {
+        stamp,
+        present,
+        policy_stamp,
+    }
+}
+
+/// True when the stored snapshots of `day` hold exactly `regions`' figures, so recording the
+/// day again would write the same rows (both lists are ordered by account and region).
+pub(super) fn snapshot_matches(
+    day: chrono::NaiveDate,
+    stored: &[super::DailySnapshot],
+    regions: &[super::RegionCompliance],
+) -> bool {
+    let stored: Vec<_> = stored.iter().filter(|s| s.day == day).collect();
+    stored.len() == regions.len()
+        && stored.iter().zip(regions).all(|(s, r)| {
+            s.account_id == r.account_id
+                && s.region == r.region
+                && s.keys == r.keys
+                && s.compliant_keys == r.compliant_keys
+                && s.open_findings == r.open_findings
+                && s.delegating_keys == r.delegating_keys
+        })
 }
 
 /// A finding already stored for a key.
@@ -746,7 +778,9 @@ pub(super) fn key_conditions(
 ) -> Conditions {
     let mut c = Conditions::default();
     let now = c.arg(Arg::Time(now));
-    if !filter.include_deleted {
+    if filter.deleted_only {
+        c.push("k.deleted_at IS NOT NULL".into());
+    } else if !filter.include_deleted {
         c.push("k.deleted_at IS NULL".into());
     }
     if let Some(account) = &filter.account {
@@ -1686,9 +1720,11 @@ mod tests {
             listed: vec!["a".into(), "b".into(), "a".into()],
             listing_complete: true,
             updates: vec![],
+            unread: vec!["b".into()],
         };
         let l = listed(&sync);
         assert_eq!(l.stamp, vec!["a", "b"]);
         assert_eq!(l.present, vec!["a", "b"]);
+        assert_eq!(l.policy_stamp, vec!["a"]);
     }
 }

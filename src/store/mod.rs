@@ -77,6 +77,53 @@ pub struct KeyRecord {
     pub aliases: Vec<String>,
     pub tags: BTreeMap<String, String>,
     pub grants: Vec<GrantRecord>,
+    /// The rest of DescribeKey's answer.
+    pub metadata: KeyMetadataExtra,
+}
+
+/// The DescribeKey fields without a column of their own (migration 0008), stored as one JSON
+/// document: none of them is filtered or sorted on, and a JSON column takes fields AWS adds
+/// later without another migration. `CustomerMasterKeySpec` is left out: it is the deprecated
+/// twin of `key_spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct KeyMetadataExtra {
+    /// `Enabled`; `None` when DescribeKey could not be read.
+    pub enabled: Option<bool>,
+    pub encryption_algorithms: Vec<String>,
+    pub signing_algorithms: Vec<String>,
+    pub mac_algorithms: Vec<String>,
+    pub key_agreement_algorithms: Vec<String>,
+    /// When imported key material expires (`ValidTo`).
+    pub valid_to: Option<DateTime<Utc>>,
+    /// `KEY_MATERIAL_EXPIRES` or `KEY_MATERIAL_DOES_NOT_EXPIRE`, for imported material.
+    pub expiration_model: Option<String>,
+    pub pending_deletion_window_in_days: Option<i32>,
+    pub custom_key_store_id: Option<String>,
+    pub cloud_hsm_cluster_id: Option<String>,
+    pub multi_region_configuration: Option<MultiRegionConfig>,
+    /// The external key's id in an external key store (`XksKeyConfiguration.Id`).
+    pub xks_key_id: Option<String>,
+    pub current_key_material_id: Option<String>,
+    /// Operations KMS refused at the last sync (e.g. `ListGrants`): the values they give are
+    /// the ones stored before the refusal.
+    pub unread_operations: Vec<String>,
+}
+
+/// `MultiRegionConfiguration` of a multi-Region key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct MultiRegionConfig {
+    /// `PRIMARY` or `REPLICA`.
+    pub key_type: Option<String>,
+    pub primary_key: Option<MultiRegionKeyRef>,
+    pub replica_keys: Vec<MultiRegionKeyRef>,
+}
+
+/// One key of a multi-Region key family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct MultiRegionKeyRef {
+    pub arn: Option<String>,
+    pub region: Option<String>,
 }
 
 /// What the sync learnt about a key's policy.
@@ -135,6 +182,9 @@ pub struct RegionSync {
     /// True when the listing is known complete: only then are missing keys marked deleted.
     pub listing_complete: bool,
     pub updates: Vec<KeyUpdate>,
+    /// Listed keys that could not be read this pass: kept present and stamped as seen, but their
+    /// policy version is not stamped as fetched.
+    pub unread: Vec<String>,
 }
 
 /// What applying a [`RegionSync`] changed.
@@ -752,6 +802,8 @@ pub struct KeyFilter {
     /// Case-insensitive substring of the ARN, key id, description, an alias, or a tag key/value.
     pub q: Option<String>,
     pub include_deleted: bool,
+    /// Only keys marked deleted (implies `include_deleted`).
+    pub deleted_only: bool,
 }
 
 /// Filters of the finding list.
@@ -789,8 +841,9 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Vec<KeyFingerprint>>;
     /// Applies one account·region's sync results atomically: changed keys are written with new
     /// policy versions (only when the hash changed) and reconciled findings; listed keys get
-    /// their last-seen stamp; with a complete listing, keys not listed are marked deleted and
-    /// their open findings resolved.
+    /// their last-seen stamp, and those read this pass (not in `unread`) a last-seen stamp on
+    /// their current policy version; with a complete listing, keys not listed are marked
+    /// deleted and their open findings resolved.
     async fn apply_region_sync(&self, sync: &RegionSync) -> StoreResult<RegionSyncOutcome>;
     /// [`Store::apply_region_sync`] fenced by the region's lease: inside the same transaction it
     /// checks that `owner` still holds the lease, and writes nothing (a `Conflict` saying "lease
@@ -1096,7 +1149,8 @@ pub trait Store: Send + Sync {
     /// [`StoreStats`] and compliance per account·region from one snapshot, from a few indexed
     /// reads whose cost follows the live keys and the findings active waivers cover.
     async fn compliance_figures(&self) -> StoreResult<ComplianceFigures>;
-    /// Records [`Store::compliance_by_region`] as the snapshot of `day`, replacing that day's.
+    /// Records [`Store::compliance_by_region`] as the snapshot of `day`, replacing that day's;
+    /// writes nothing when that day's stored figures are the same.
     async fn record_daily_snapshot(&self, day: NaiveDate, now: DateTime<Utc>) -> StoreResult<()>;
     /// Snapshots from `since` on, ordered by day, account and region.
     async fn daily_snapshots(&self, since: NaiveDate) -> StoreResult<Vec<DailySnapshot>>;
@@ -1111,7 +1165,8 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<(Vec<KeyRow>, u64)>;
 
     /// Stores a successfully read IAM inventory (JSON text with its SHA-256) and clears the
-    /// last error; returns true when the content changed.
+    /// last error; returns true when the content changed. Writes nothing when neither the
+    /// content changed nor an error is to be cleared.
     async fn save_iam_inventory(
         &self,
         account_id: &str,

@@ -1,6 +1,7 @@
 //! The Postgres store: for teams and for several `keyward serve` replicas on one database, which
 //! share the work through lease rows claimed with `FOR UPDATE SKIP LOCKED`.
 
+use super::common::snapshot_matches;
 use super::common::{
     AUDIT_BATCH, Arg, AttemptColumns, CHANGE_MARKER_SQL, COUNT_OPEN_SQL, ChainCheck, Conditions,
     DELIVERY_COLUMNS, Dialect, ExistingFinding, FINDING_COLUMNS, FindingEvent, LIVE_KEYS_SQL,
@@ -119,7 +120,7 @@ fn key_columns(now: &str) -> String {
         "k.arn, k.account_id, k.region, k.key_id, k.description, \
          k.key_manager, k.key_state, k.key_spec, k.key_usage, k.origin, k.multi_region, \
          k.creation_date, k.deletion_date, k.rotation_enabled, k.aliases, k.tags::text AS tags, \
-         k.grants::text AS grants, k.policy_sha256, k.policy_error, k.remediable, k.first_seen, \
+         k.grants::text AS grants, k.metadata::text AS metadata, k.policy_sha256, k.policy_error, k.remediable, k.first_seen, \
          k.last_seen, k.deleted_at, {}",
         open_findings_column(now)
     )
@@ -145,6 +146,7 @@ fn key_row(row: &PgRow) -> StoreResult<KeyRow> {
             aliases: get(row, "aliases")?,
             tags: from_json("tags", &get::<String>(row, "tags")?)?,
             grants: from_json("grants", &get::<String>(row, "grants")?)?,
+            metadata: from_json("metadata", &get::<String>(row, "metadata")?)?,
         },
         policy_sha256: get(row, "policy_sha256")?,
         policy_error: get(row, "policy_error")?,
@@ -440,9 +442,9 @@ async fn apply_key_update(
         "INSERT INTO keys (arn, account_id, region, key_id, description, key_manager, key_state, \
              key_spec, key_usage, origin, multi_region, creation_date, deletion_date, \
              rotation_enabled, aliases, tags, grants, fingerprint, evaluation, policy_sha256, \
-             policy_error, remediable, first_seen, last_seen, deleted_at) \
+             policy_error, remediable, first_seen, last_seen, deleted_at, metadata) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb, \
-             $17::jsonb, $18, $19, $20, $21, $22, $23, $23, NULL) \
+             $17::jsonb, $18, $19, $20, $21, $22, $23, $23, NULL, $24::jsonb) \
          ON CONFLICT (arn) DO UPDATE SET account_id = excluded.account_id, \
              region = excluded.region, key_id = excluded.key_id, \
              description = excluded.description, key_manager = excluded.key_manager, \
@@ -455,7 +457,7 @@ async fn apply_key_update(
              evaluation = excluded.evaluation, \
              policy_sha256 = COALESCE(excluded.policy_sha256, keys.policy_sha256), \
              policy_error = excluded.policy_error, remediable = excluded.remediable, \
-             last_seen = excluded.last_seen, deleted_at = NULL",
+             last_seen = excluded.last_seen, deleted_at = NULL, metadata = excluded.metadata",
     )
     .bind(&key.arn)
     .bind(&key.account_id)
@@ -480,6 +482,7 @@ async fn apply_key_update(
     .bind(policy_error)
     .bind(update.remediable)
     .bind(now)
+    .bind(to_json(&key.metadata)?)
     .execute(&mut *conn)
     .await
     .map_err(db_err)?;
@@ -621,6 +624,24 @@ async fn apply_region(
         .bind(&sync.account_id)
         .bind(&sync.region)
         .bind(&listed.stamp)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    // Their policies were read and matched the stored hash: the current version was just
+    // fetched, so policy_fetched_at in exports stays true.
+    if !listed.policy_stamp.is_empty() {
+        sqlx::query(
+            "UPDATE policy_versions SET last_seen = $1 WHERE id IN (SELECT MAX(pv.id) \
+                 FROM policy_versions pv JOIN keys k ON k.arn = pv.key_arn \
+                 WHERE k.account_id = $2 AND k.region = $3 AND k.deleted_at IS NULL \
+                 AND k.policy_error IS NULL AND k.arn = ANY($4) \
+                 GROUP BY pv.key_arn)",
+        )
+        .bind(now)
+        .bind(&sync.account_id)
+        .bind(&sync.region)
+        .bind(&listed.policy_stamp)
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
@@ -953,6 +974,10 @@ impl Store for PostgresStore {
 
     async fn record_daily_snapshot(&self, day: NaiveDate, now: DateTime<Utc>) -> StoreResult<()> {
         let regions = self.compliance_by_region().await?;
+        // Every pass records the day; only figures that moved are worth a write.
+        if snapshot_matches(day, &self.daily_snapshots(day).await?, &regions) {
+            return Ok(());
+        }
         let mut tx = Tx::<Postgres>::begin(&self.pool, "BEGIN").await?;
         let result = async {
             sqlx::query("DELETE FROM daily_snapshots WHERE day = $1")
@@ -1039,13 +1064,21 @@ impl Store for PostgresStore {
     ) -> StoreResult<bool> {
         let mut tx = Tx::<Postgres>::begin(&self.pool, "BEGIN").await?;
         let result = async {
-            let previous: Option<Option<String>> =
-                sqlx::query_scalar("SELECT sha256 FROM iam_inventories WHERE account_id = $1")
-                    .bind(account_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+            let stored: Option<(Option<String>, bool)> = sqlx::query_as(
+                "SELECT sha256, last_error IS NOT NULL FROM iam_inventories WHERE account_id = $1",
+            )
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let (previous, had_error) = stored.unzip();
+            let had_error = had_error.unwrap_or(false);
             let changed = previous.flatten().as_deref() != Some(sha256);
+            if !changed && !had_error {
+                // Nothing to write: an unchanged re-sync writes no IAM row. When it was last
+                // checked is read from the sync runs (see `iam_inventory`).
+                return Ok(false);
+            }
             sqlx::query(
                 "INSERT INTO iam_inventories (account_id, sha256, inventory, fetched_at, \
                      changed_at) VALUES ($1, $2, $3, $4, $4) \
@@ -1093,8 +1126,18 @@ impl Store for PostgresStore {
 
     async fn iam_inventory(&self, account_id: &str) -> StoreResult<Option<IamInventoryRow>> {
         sqlx::query(
-            "SELECT account_id, sha256, inventory, fetched_at, changed_at, last_error, \
-                 last_error_at FROM iam_inventories WHERE account_id = $1",
+            // An unchanged inventory is not rewritten, so fetched_at alone would say when it
+            // last changed: the account's latest finished sync run read IAM successfully when
+            // its iam_error is empty, and that is when the inventory was last checked.
+            "SELECT i.account_id, i.sha256, i.inventory, \
+                 CASE WHEN i.fetched_at IS NULL THEN NULL \
+                     ELSE GREATEST(i.fetched_at, r.checked_at) END AS fetched_at, \
+                 i.changed_at, i.last_error, i.last_error_at \
+             FROM iam_inventories i LEFT JOIN (SELECT CASE WHEN iam_error IS NULL \
+                     THEN started_at END AS checked_at FROM sync_runs \
+                 WHERE account_id = $1 AND finished_at IS NOT NULL \
+                 ORDER BY id DESC LIMIT 1) r ON TRUE \
+             WHERE i.account_id = $1",
         )
         .bind(account_id)
         .fetch_optional(&self.pool)

@@ -4,8 +4,10 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 use crate::aws::{AwsError, KeyMetadata, KeyRef, KmsSource};
-use crate::policy::{self, EvalContext, KeyFacts, KeyManager, RULESET_VERSION};
-use crate::store::{GrantRecord, KeyFingerprint, KeyRecord, KeyUpdate, NewFinding, PolicyState};
+use crate::policy::{self, EvalContext, KeyFacts, KeyManager, RULESET_VERSION, RuleId};
+use crate::store::{
+    GrantRecord, KeyFingerprint, KeyRecord, KeyUpdate, NewFinding, PolicyState, Store,
+};
 
 /// What reading one key produced.
 #[derive(Debug)]
@@ -48,9 +50,13 @@ pub struct Evaluation {
 }
 
 /// Reads a key's metadata, policy, tags, rotation and grants, and evaluates it when it changed.
-/// AccessDenied on the policy is a KMS-UNREADABLE finding, not a failure.
+/// AccessDenied on the policy is a KMS-UNREADABLE finding, not a failure. AccessDenied on
+/// DescribeKey, GetKeyRotationStatus, ListResourceTags or ListGrants keeps what `store` holds
+/// for the key (a refusal says nothing about the key) and names the refused operations in the
+/// key's metadata.
 pub async fn fetch_key(
     source: &dyn KmsSource,
+    store: &dyn Store,
     key: &KeyRef,
     region: &str,
     aliases: Vec<String>,
@@ -59,7 +65,15 @@ pub async fn fetch_key(
 ) -> KeyFetch {
     match read_key(source, key, region, aliases).await {
         Ok(None) => KeyFetch::Gone,
-        Ok(Some((record, policy))) => {
+        Ok(Some((mut record, policy, refused))) => {
+            if !refused.is_empty() && known.is_some() {
+                match stored_record(store, &key.arn).await {
+                    Ok(Some(stored)) => keep_stored(&mut record, stored, &refused),
+                    Ok(None) => {}
+                    Err(e) => return KeyFetch::Failed(e),
+                }
+            }
+            record.metadata.unread_operations = refused.iter().map(|r| r.to_string()).collect();
             let fingerprint = fingerprint(&record);
             let (sha, error) = match &policy {
                 PolicyState::Readable { sha256, .. } => (Some(sha256.as_str()), None),
@@ -90,6 +104,41 @@ pub async fn fetch_key(
     }
 }
 
+/// The key as the store holds it.
+async fn stored_record(store: &dyn Store, arn: &str) -> Result<Option<KeyRecord>, AwsError> {
+    let rows = store
+        .find_keys(arn)
+        .await
+        .map_err(|e| AwsError::Transport {
+            operation: "store",
+            message: e.to_string(),
+        })?;
+    Ok(rows.into_iter().map(|r| r.key).find(|k| k.arn == arn))
+}
+
+/// Replaces what the refused operations would have said with the stored values.
+fn keep_stored(record: &mut KeyRecord, stored: KeyRecord, refused: &[&'static str]) {
+    if refused.contains(&DESCRIBE_KEY) {
+        let aliases = std::mem::take(&mut record.aliases);
+        *record = KeyRecord { aliases, ..stored };
+        return;
+    }
+    if refused.contains(&ROTATION) {
+        record.rotation_enabled = stored.rotation_enabled;
+    }
+    if refused.contains(&TAGS) {
+        record.tags = stored.tags;
+    }
+    if refused.contains(&GRANTS) {
+        record.grants = stored.grants;
+    }
+}
+
+const DESCRIBE_KEY: &str = "DescribeKey";
+const ROTATION: &str = "GetKeyRotationStatus";
+const TAGS: &str = "ListResourceTags";
+const GRANTS: &str = "ListGrants";
+
 fn policy_matches(known: &KeyFingerprint, sha: Option<&str>, error: Option<&str>) -> bool {
     match (sha, error) {
         (Some(sha), _) => {
@@ -100,12 +149,16 @@ fn policy_matches(known: &KeyFingerprint, sha: Option<&str>, error: Option<&str>
     }
 }
 
+/// A key as read, its policy, and the operations that were refused (their values are blank).
+type KeyRead = (KeyRecord, PolicyState, Vec<&'static str>);
+
 async fn read_key(
     source: &dyn KmsSource,
     key: &KeyRef,
     region: &str,
     aliases: Vec<String>,
-) -> Result<Option<(KeyRecord, PolicyState)>, AwsError> {
+) -> Result<Option<KeyRead>, AwsError> {
+    let mut refused = Vec::new();
     let meta = match source.describe_key(&key.key_id).await {
         Ok(m) => m,
         Err(AwsError::NotFound { .. }) => return Ok(None),
@@ -113,7 +166,8 @@ async fn read_key(
             // Without DescribeKey nothing but the ARN is known; the key is a blind spot.
             let record = blind_record(key, region, aliases);
             let reason = format!("DescribeKey: access denied: {message}");
-            return Ok(Some((record, PolicyState::Unreadable { reason })));
+            let policy = PolicyState::Unreadable { reason };
+            return Ok(Some((record, policy, vec![DESCRIBE_KEY])));
         }
         Err(e) => return Err(e),
     };
@@ -138,7 +192,10 @@ async fn read_key(
         {
             match source.get_key_rotation_status(&key.key_id).await {
                 Ok(on) => Some(on),
-                Err(AwsError::AccessDenied { .. }) => None,
+                Err(AwsError::AccessDenied { .. }) => {
+                    refused.push(ROTATION);
+                    None
+                }
                 Err(e) => return Err(e),
             }
         } else {
@@ -148,7 +205,10 @@ async fn read_key(
     let tags = if customer {
         match source.list_resource_tags(&key.key_id).await {
             Ok(tags) => tags.into_iter().collect(),
-            Err(AwsError::AccessDenied { .. }) => BTreeMap::new(),
+            Err(AwsError::AccessDenied { .. }) => {
+                refused.push(TAGS);
+                BTreeMap::new()
+            }
             Err(e) => return Err(e),
         }
     } else {
@@ -166,12 +226,16 @@ async fn read_key(
                 operations: g.operations,
             })
             .collect(),
-        Err(AwsError::AccessDenied { .. }) => Vec::new(),
+        Err(AwsError::AccessDenied { .. }) => {
+            refused.push(GRANTS);
+            Vec::new()
+        }
         Err(e) => return Err(e),
     };
     Ok(Some((
         record_from(meta, key, region, aliases, rotation_enabled, tags, grants),
         policy,
+        refused,
     )))
 }
 
@@ -207,6 +271,7 @@ fn record_from(
         aliases,
         tags,
         grants,
+        metadata: meta.extra,
     }
 }
 
@@ -232,6 +297,7 @@ fn blind_record(key: &KeyRef, region: &str, aliases: Vec<String>) -> KeyRecord {
         aliases,
         tags: BTreeMap::new(),
         grants: Vec::new(),
+        metadata: Default::default(),
     }
 }
 
@@ -266,6 +332,11 @@ fn evaluate(record: &KeyRecord, policy: &PolicyState, trusted: &[String]) -> Vec
         rotation_enabled: record.rotation_enabled,
         deletion_date: deletion.as_deref(),
     }));
+    // RULES.md: AWS writes the policies of AWS managed keys and nobody can change them, so
+    // only KMS-INVALID is reported for them: not KMS-UNREADABLE, not the key-level rules.
+    if manager == KeyManager::Aws {
+        findings.retain(|f| f.rule_id == RuleId::Invalid);
+    }
     findings
         .into_iter()
         .map(|f| NewFinding {
@@ -277,4 +348,72 @@ fn evaluate(record: &KeyRecord, policy: &PolicyState, trusted: &[String]) -> Vec
             message: f.message,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key_manager: &str, key_state: &str) -> KeyRecord {
+        KeyRecord {
+            arn: "arn:aws:kms:us-east-1:111122223333:key/k".into(),
+            account_id: "111122223333".into(),
+            region: "us-east-1".into(),
+            key_id: "k".into(),
+            description: String::new(),
+            key_manager: key_manager.into(),
+            key_state: key_state.into(),
+            key_spec: "SYMMETRIC_DEFAULT".into(),
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            origin: "AWS_KMS".into(),
+            multi_region: false,
+            creation_date: None,
+            deletion_date: None,
+            rotation_enabled: Some(false),
+            aliases: Vec::new(),
+            tags: BTreeMap::new(),
+            grants: Vec::new(),
+            metadata: Default::default(),
+        }
+    }
+
+    fn rules(record: &KeyRecord, policy: &PolicyState) -> Vec<String> {
+        let mut rules: Vec<String> = evaluate(record, policy, &[])
+            .into_iter()
+            .map(|f| f.rule_id)
+            .collect();
+        rules.sort();
+        rules
+    }
+
+    #[test]
+    fn aws_managed_keys_get_only_kms_invalid() {
+        let unreadable = PolicyState::Unreadable {
+            reason: "GetKeyPolicy: access denied".into(),
+        };
+        let invalid = PolicyState::Readable {
+            text: "{not json".into(),
+            sha256: sha256_hex("{not json"),
+        };
+        let public =
+            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}]}"#;
+        let public = PolicyState::Readable {
+            text: public.into(),
+            sha256: sha256_hex(public),
+        };
+        let aws = record("AWS", "PendingDeletion");
+        assert!(rules(&aws, &unreadable).is_empty(), "no KMS-UNREADABLE");
+        assert!(
+            rules(&aws, &public).is_empty(),
+            "no policy or key-level rule"
+        );
+        assert_eq!(rules(&aws, &invalid), vec!["KMS-INVALID"]);
+        // customer managed keys get the same inputs judged in full
+        let customer = record("CUSTOMER", "Enabled");
+        assert_eq!(
+            rules(&customer, &unreadable),
+            vec!["KMS-ROTATION-DISABLED", "KMS-UNREADABLE"]
+        );
+        assert!(rules(&customer, &public).contains(&"KMS-PUBLIC".to_string()));
+    }
 }

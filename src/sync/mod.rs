@@ -607,10 +607,12 @@ impl SyncService {
                 let known = known.get(&key.arn).cloned();
                 let evaluation = evaluation.clone();
                 let region = region.to_string();
+                let store = self.store.clone();
                 async move {
                     let arn = key.arn.clone();
                     let fetched = fetch_key(
                         source.as_ref(),
+                        store.as_ref(),
                         &key,
                         &region,
                         aliases,
@@ -629,6 +631,7 @@ impl SyncService {
         let mut listed = Vec::with_capacity(fetches.len());
         let mut updates = Vec::new();
         let mut failures = Vec::new();
+        let mut unread = Vec::new();
         for (arn, fetched) in fetches {
             match fetched {
                 KeyFetch::Gone => {}
@@ -637,8 +640,10 @@ impl SyncService {
                     listed.push(arn);
                     updates.push(*update);
                 }
+                // Listed, so not deleted; otherwise left exactly as stored.
                 KeyFetch::Failed(e) => {
-                    listed.push(arn);
+                    listed.push(arn.clone());
+                    unread.push(arn);
                     failures.push(e);
                 }
             }
@@ -653,6 +658,7 @@ impl SyncService {
                 listed,
                 listing_complete: true,
                 updates,
+                unread,
             },
             failures,
         ))

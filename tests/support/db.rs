@@ -65,6 +65,11 @@ impl TestDb {
         Arc::clone(&self.store)
     }
 
+    /// The database's URL, to read it behind the store's back.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The clock the store judges waiver expiry against.
     pub fn clock(&self) -> Arc<TestClock> {
         Arc::clone(&self.clock)

@@ -23,6 +23,12 @@ pub struct Faults {
     pub failing_keys: HashSet<String>,
     /// Key ids DescribeKey reports as AWS managed (moto cannot create such keys).
     pub aws_managed: HashSet<String>,
+    /// Key ids whose DescribeKey is denied.
+    pub denied_describe: HashSet<String>,
+    /// Key ids whose ListResourceTags is denied.
+    pub denied_tags: HashSet<String>,
+    /// Key ids whose ListGrants is denied.
+    pub denied_grants: HashSet<String>,
     /// Account ids whose GetAccountAuthorizationDetails is denied.
     pub denied_iam: HashSet<String>,
     /// Account ids whose GetAccountAuthorizationDetails fails transiently (throttled beyond
@@ -102,6 +108,13 @@ fn throttled(operation: &'static str) -> AwsError {
     }
 }
 
+fn denied(operation: &'static str) -> AwsError {
+    AwsError::AccessDenied {
+        operation,
+        message: "not authorized (injected)".into(),
+    }
+}
+
 #[async_trait]
 impl KmsSource for FaultySource {
     async fn list_keys(&self) -> Result<Vec<KeyRef>, AwsError> {
@@ -124,6 +137,9 @@ impl KmsSource for FaultySource {
         if self.check(|f| f.failing_keys.contains(key_id)) {
             return Err(throttled("DescribeKey"));
         }
+        if self.check(|f| f.denied_describe.contains(key_id)) {
+            return Err(denied("DescribeKey"));
+        }
         let mut meta = self.inner.describe_key(key_id).await?;
         if self.check(|f| f.aws_managed.contains(key_id)) {
             meta.key_manager = "AWS".into();
@@ -142,6 +158,9 @@ impl KmsSource for FaultySource {
     }
 
     async fn list_resource_tags(&self, key_id: &str) -> Result<Vec<(String, String)>, AwsError> {
+        if self.check(|f| f.denied_tags.contains(key_id)) {
+            return Err(denied("ListResourceTags"));
+        }
         self.inner.list_resource_tags(key_id).await
     }
 
@@ -150,6 +169,9 @@ impl KmsSource for FaultySource {
     }
 
     async fn list_grants(&self, key_id: &str) -> Result<Vec<Grant>, AwsError> {
+        if self.check(|f| f.denied_grants.contains(key_id)) {
+            return Err(denied("ListGrants"));
+        }
         self.inner.list_grants(key_id).await
     }
 }

@@ -28,8 +28,8 @@ pub struct KeyQuery {
     pub rule: Option<String>,
     /// Keys with an open finding of this severity.
     pub severity: Option<String>,
-    /// `live` (default; `open` is the same) or `all` (`deleted` is the same): whether deleted
-    /// keys are listed too.
+    /// `live` (default; `open` is the same): keys still in AWS; `deleted`: keys gone from AWS;
+    /// `all`: both.
     pub status: Option<String>,
     pub compliant: Option<bool>,
     /// Substring of the ARN, key id, description, an alias or a tag.
@@ -66,12 +66,13 @@ pub async fn list_keys(
 ) -> ApiResult<Page<KeyView>> {
     check_rule(&q.rule)?;
     check_severity(&q.severity)?;
-    let include_deleted = match q.status.as_deref() {
-        None | Some("open") | Some("live") => false,
-        Some("deleted") | Some("all") => true,
+    let (include_deleted, deleted_only) = match q.status.as_deref() {
+        None | Some("open") | Some("live") => (false, false),
+        Some("all") => (true, false),
+        Some("deleted") => (true, true),
         Some(s) => {
             return Err(ApiError::BadRequest(format!(
-                "status must be live (or open), or all (or deleted) to include deleted keys, not {s:?}"
+                "status must be live (or open: keys still in AWS), deleted (keys gone from AWS) or all, not {s:?}"
             )));
         }
     };
@@ -89,6 +90,7 @@ pub async fn list_keys(
         compliant: q.compliant,
         q: q.q.filter(|s| !s.is_empty()),
         include_deleted,
+        deleted_only,
     };
     let (rows, total) = state
         .store
@@ -144,6 +146,7 @@ pub async fn key_detail(
         deletion_date: record.deletion_date,
         tags: record.tags,
         grants: record.grants.into_iter().map(GrantView::from).collect(),
+        metadata: record.metadata,
         findings: findings.into_iter().map(FindingView::from).collect(),
     }))
 }

@@ -98,6 +98,9 @@ pub struct KeyDetail {
     pub deletion_date: Option<DateTime<Utc>>,
     pub tags: BTreeMap<String, String>,
     pub grants: Vec<GrantView>,
+    /// The rest of DescribeKey's answer: algorithms, expiry, key stores, multi-Region
+    /// configuration, `Enabled`, and the operations KMS refused at the last sync.
+    pub metadata: crate::store::KeyMetadataExtra,
     /// Open and waived findings.
     pub findings: Vec<FindingView>,
 }

@@ -129,6 +129,7 @@ fn listing(q: &KeysQuery) -> Result<Listing, PageError> {
             compliant,
             q: opt(&q.q),
             include_deleted: false,
+            deleted_only: false,
         },
         compliant: compliant.map(|c| c.to_string()).unwrap_or_default(),
         sort,
