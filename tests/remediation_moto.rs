@@ -1288,6 +1288,12 @@ async fn no_key_admins_refusal_names_key_admins(db: db::TestDb) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = r.json().await.unwrap();
+    // A refusal, not a malformed body: its own problem type.
+    assert_eq!(
+        body["type"], "urn:keyward:problem:request-refused",
+        "{body}"
+    );
+    assert_eq!(body["title"], "Request refused", "{body}");
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("key_admins"), "{body}");
     assert!(detail.contains(&s.account), "{body}");

@@ -48,6 +48,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// A well-formed request Keyward will not carry out, with what to change (e.g. a fix the
+    /// engine refuses, a key pending deletion); 422 like a bad body, but titled for what it is.
+    #[error("{0}")]
+    Declined(String),
     #[error("{0}")]
     Unavailable(String),
     /// The cause is logged, never shown.
@@ -84,6 +88,11 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-body",
                 "Invalid request body",
+            ),
+            Self::Declined(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request-refused",
+                "Request refused",
             ),
             Self::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

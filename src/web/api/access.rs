@@ -23,7 +23,7 @@ impl From<EffectiveAccessError> for ApiError {
     fn from(e: EffectiveAccessError) -> Self {
         match e {
             EffectiveAccessError::PolicyUnknown(_) | EffectiveAccessError::Invalid(_) => {
-                ApiError::Unprocessable(e.to_string())
+                ApiError::Declined(e.to_string())
             }
             EffectiveAccessError::Store(e) => ApiError::from(e),
         }

@@ -64,7 +64,7 @@ impl From<RemediationError> for ApiError {
     fn from(e: RemediationError) -> Self {
         match e {
             RemediationError::NotFound(m) => ApiError::NotFound(m),
-            RemediationError::Refused(m) => ApiError::Unprocessable(m),
+            RemediationError::Refused(m) => ApiError::Declined(m),
             RemediationError::Forbidden(m) => ApiError::Refused(m),
             RemediationError::Conflict(m) => ApiError::Conflict(m),
             RemediationError::Aws(e) => ApiError::Unavailable(format!("AWS: {e}")),

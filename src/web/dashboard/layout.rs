@@ -129,7 +129,9 @@ impl From<StoreError> for PageError {
 impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::BadRequest(m) | ApiError::Unprocessable(m) => Self::BadRequest(m),
+            ApiError::BadRequest(m) | ApiError::Unprocessable(m) | ApiError::Declined(m) => {
+                Self::BadRequest(m)
+            }
             ApiError::Forbidden { .. } | ApiError::Refused(_) | ApiError::Unauthorized => {
                 Self::Forbidden(e.to_string())
             }
