@@ -360,7 +360,8 @@ async fn retries_with_backoff_lose_nothing(db: db::TestDb) {
             .bearer_auth(format!("secret-{role}"))
             .send()
     };
-    // viewers read deliveries too: they carry no secrets
+    // viewers read deliveries too, the same ones, but see only each receiver's origin: chat
+    // webhooks carry their secret in the path
     let r = get("viewer", "/api/v1/webhooks/deliveries?limit=4")
         .await
         .unwrap();
@@ -374,7 +375,13 @@ async fn retries_with_backoff_lose_nothing(db: db::TestDb) {
         .unwrap();
     assert_eq!(page["total"], N + 1);
     assert_eq!(page["items"].as_array().unwrap().len(), 4);
-    assert_eq!(as_viewer, page);
+    let mut with_origins_only = page.clone();
+    for d in with_origins_only["items"].as_array_mut().unwrap() {
+        let url = reqwest::Url::parse(d["webhook"].as_str().unwrap()).unwrap();
+        d["webhook"] = format!("{}/...", url.origin().ascii_serialization()).into();
+    }
+    assert_eq!(as_viewer, with_origins_only);
+    assert_ne!(as_viewer, page);
     let cursor = page["next_cursor"].as_str().unwrap();
     let rest: Value = get(
         "operator",

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::{ApiResult, Page, Paging};
 use crate::store::DeliveryRow;
 use crate::web::AppState;
-use crate::web::auth::Caller;
+use crate::web::auth::{Caller, Role};
 use crate::web::error::{ApiError, ApiJson, ApiQuery, Problem};
 
 /// One event's delivery to one webhook.
@@ -32,12 +32,13 @@ pub struct DeliveryView {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
-impl From<DeliveryRow> for DeliveryView {
-    fn from(d: DeliveryRow) -> Self {
+impl DeliveryView {
+    /// The delivery as `role` may see it: see [`public_url`].
+    fn of(d: DeliveryRow, role: Role) -> Self {
         DeliveryView {
             next_attempt_at: (d.status == "pending").then_some(d.next_attempt_at),
             id: d.id,
-            webhook: public_url(&d.webhook),
+            webhook: public_url(&d.webhook, role >= Role::Operator),
             event: d.event,
             status: d.status,
             attempts: d.attempts,
@@ -49,9 +50,11 @@ impl From<DeliveryRow> for DeliveryView {
     }
 }
 
-/// A receiver URL as viewers may see it: user, password, query and fragment dropped (tokens
-/// are sent there); the path stays, since it tells receivers apart.
-fn public_url(raw: &str) -> String {
+/// A receiver URL as callers may see it: user, password, query and fragment are always dropped
+/// (tokens are sent there). The path is shown only with `with_path` (operators and above):
+/// chat webhooks (Slack, Teams, Discord) carry their secret in the path, and viewers need only
+/// the receiver's origin.
+fn public_url(raw: &str, with_path: bool) -> String {
     match reqwest::Url::parse(raw) {
         Ok(mut url) => {
             // Both fail only for URLs that cannot have credentials (e.g. `mailto:`).
@@ -59,6 +62,9 @@ fn public_url(raw: &str) -> String {
             let _ = url.set_password(None);
             url.set_query(None);
             url.set_fragment(None);
+            if !with_path && url.path() != "/" {
+                url.set_path("/...");
+            }
             url.to_string()
         }
         Err(_) => "(not a URL)".to_string(),
@@ -83,7 +89,7 @@ pub struct DeliveryQuery {
         (status = 401, body = Problem)))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> ApiResult<Page<DeliveryView>> {
     let status = match q.status.as_deref() {
@@ -107,7 +113,7 @@ pub async fn list_deliveries(
         total,
         limit,
         |d| d.seq.to_string(),
-        DeliveryView::from,
+        |d| DeliveryView::of(d, caller.role),
     )))
 }
 
@@ -117,14 +123,34 @@ mod tests {
 
     #[test]
     fn receiver_urls_lose_their_secrets() {
+        for with_path in [true, false] {
+            let shown = public_url(
+                "https://bot:s3cret@tickets.example.com/hooks/keyward?token=abc#x",
+                with_path,
+            );
+            assert!(
+                !shown.contains("s3cret") && !shown.contains("token"),
+                "{shown}"
+            );
+            assert_eq!(public_url("not a url", with_path), "(not a URL)");
+        }
         assert_eq!(
-            public_url("https://bot:s3cret@tickets.example.com/hooks/keyward?token=abc#x"),
+            public_url(
+                "https://bot:s3cret@tickets.example.com/hooks/keyward?token=abc#x",
+                true
+            ),
             "https://tickets.example.com/hooks/keyward"
         );
         assert_eq!(
-            public_url("http://127.0.0.1:9000/hook"),
+            public_url("http://127.0.0.1:9000/hook", true),
             "http://127.0.0.1:9000/hook"
         );
-        assert_eq!(public_url("not a url"), "(not a URL)");
+        // A chat webhook's secret is its path: viewers see the origin only.
+        let slack = "https://hooks.slack.com/services/T000/B000/XXXXSECRET";
+        assert_eq!(public_url(slack, false), "https://hooks.slack.com/...");
+        assert_eq!(
+            public_url("http://127.0.0.1:9000/", false),
+            "http://127.0.0.1:9000/"
+        );
     }
 }
