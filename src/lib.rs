@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod effective_access;
+pub mod instance;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

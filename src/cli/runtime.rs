@@ -77,10 +77,9 @@ pub fn sync_service(
 
 /// Identifies this process among replicas: host, pid and a random suffix.
 fn replica_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "keyward".to_string());
     format!(
-        "{host}-{}-{:08x}",
-        std::process::id(),
+        "{}-{:08x}",
+        crate::instance::instance_name(),
         rand::random::<u32>()
     )
 }

@@ -62,16 +62,7 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
         });
         // Crash safety: settle what a previous process left `applying` (under a claim older than
         // the claim lease), before serving; the periodic task below keeps doing it.
-        match remediation.reconcile_applying().await {
-            Ok(settled) if !settled.is_empty() => {
-                tracing::info!(
-                    count = settled.len(),
-                    "reconciled remediations left applying"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "reconciling remediations left applying failed"),
-        }
+        reconcile_applying(&remediation).await;
         let expiry = tokio::spawn(expire_remediations(remediation.clone(), rx.clone()));
         let scheduler = tokio::spawn(run_scheduler(service, targets, config.sync.interval, rx));
         let app = build_app_with(
@@ -107,6 +98,20 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
     })
 }
 
+/// Settles remediations left `applying` under a claim older than the claim lease, and logs it.
+async fn reconcile_applying(service: &RemediationService) {
+    match service.reconcile_applying().await {
+        Ok(settled) if !settled.is_empty() => {
+            tracing::info!(
+                count = settled.len(),
+                "reconciled remediations left applying"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reconciling remediations left applying failed"),
+    }
+}
+
 /// How often pending and approved remediations past their expiry are expired, remediations
 /// left `applying` past their claim lease reconciled, and expired dashboard sessions deleted.
 const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -125,16 +130,7 @@ async fn expire_remediations(
         }
         // Not only at start-up: a replica that died, or an apply that outlived its lease, leaves
         // rows `applying` while other replicas keep running.
-        match service.reconcile_applying().await {
-            Ok(settled) if !settled.is_empty() => {
-                tracing::info!(
-                    count = settled.len(),
-                    "reconciled remediations left applying"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "reconciling remediations left applying failed"),
-        }
+        reconcile_applying(&service).await;
         // Expired sessions are never honoured; this only keeps the table small.
         match service
             .store

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::aws::{AccountAccess, AwsError, KmsConnector, KmsSource, KmsWriter, SdkConnector};
@@ -32,24 +32,14 @@ pub const CLAIM_LEASE: Duration = Duration::from_secs(15 * 60);
 /// nothing (back to `approved`): it keeps every write well inside [`CLAIM_LEASE`].
 pub const PUT_DEADLINE: Duration = Duration::from_secs(5 * 60);
 
-/// This process as claims name it: host and process id.
-fn instance_id() -> &'static str {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unknown-host".into());
-        format!("{host}:{}", std::process::id())
-    })
-}
-
-/// A name for one claim: the instance and a nonce, so that not even a later claim of the same
+/// A name for one claim: this process and a nonce, so that not even a later claim of the same
 /// process can finish an apply it did not start.
 fn new_claimant() -> String {
-    format!("{}/{:016x}", instance_id(), rand::random::<u64>())
+    format!(
+        "{}/{:016x}",
+        crate::instance::instance_name(),
+        rand::random::<u64>()
+    )
 }
 
 /// Opens PutKeyPolicy writers per account·region.
@@ -351,11 +341,9 @@ impl RemediationService {
         self.accounts.iter().find(|a| a.id == id).cloned()
     }
 
+    /// The account as configured, or only its id (default credentials) for reads.
     fn account(&self, id: &str) -> AccountConfig {
-        self.accounts
-            .iter()
-            .find(|a| a.id == id)
-            .cloned()
+        self.configured_account(id)
             .unwrap_or_else(|| AccountConfig {
                 id: id.to_string(),
                 ..AccountConfig::default()
